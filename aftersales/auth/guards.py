@@ -1,0 +1,51 @@
+"""Role checks. Every route names the roles it admits; the check is the same for lists and items."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from aftersales.auth.principal import Principal
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+# Who may do what through the API.
+FEED = ("integration", "admin")
+READ_TICKETS = ("integration", "agent", "supervisor", "admin")
+ACT_ON_TICKETS = ("agent", "supervisor", "admin")
+# Finance confirms refunds and the platform relays customer messages and cancellations.
+INTEGRATION_ACTIONS = frozenset({"confirm_refund", "customer_reply", "cancel", "add_return_tracking"})
+
+
+async def resolve_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    if "principal" in connection.scope.get("state", {}):
+        return connection.scope["state"]["principal"]
+    principal: Principal | None = None
+    header = connection.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        state = connection.app.state
+        principal = await state.token_cache.principal(state.sessionmaker, header[7:].strip())
+    connection.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+def requires(*roles: str) -> Guard:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = await resolve_principal(connection)
+        if principal is None:
+            raise NotAuthorizedException("a valid 'Authorization: Bearer <token>' header is required")
+        if principal.role not in roles:
+            raise PermissionDeniedException(f"role {principal.role!r} may not do this; allowed: {', '.join(roles)}")
+
+    return guard
+
+
+def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    principal = connection.scope.get("state", {}).get("principal")
+    if principal is None:
+        raise NotAuthorizedException("not signed in")
+    return principal

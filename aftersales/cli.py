@@ -1,0 +1,121 @@
+"""The `aftersales` command: migrate, serve, demo data and token administration."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aftersales.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(database_url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def run_migrations(database_url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "head")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """aftersales — after-sales tickets and the feedback loop for live-stream sellers.
+
+    Configuration comes from AFTERSALES_* environment variables (see the README).
+    """
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date (alembic upgrade head)."""
+    settings = Settings.from_env()
+    run_migrations(settings.database_url)
+    click.echo(f"database is at the latest schema: {_safe_url(settings.database_url)}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (default AFTERSALES_HOST or 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default AFTERSALES_PORT or 8000).")
+@click.option("--workers", default=1, show_default=True, help="Server processes (use 1 with SQLite).")
+@click.option("--migrate/--no-migrate", "do_migrate", default=True, show_default=True, help="Run migrations first.")
+def serve(host: str | None, port: int | None, workers: int, do_migrate: bool) -> None:
+    """Run the HTTP service with uvicorn."""
+    import uvicorn
+
+    settings = Settings.from_env()
+    if do_migrate:
+        run_migrations(settings.database_url)
+    host = host or settings.host
+    port = port or settings.port
+    click.echo(f"aftersales listening on http://{host}:{port}  (database: {_safe_url(settings.database_url)})")
+    uvicorn.run(
+        "aftersales.app:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level="warning", access_log=False, lifespan="on",
+    )
+
+
+@main.command()
+@click.option("--orders", default=1500, show_default=True, help="How many orders to generate.")
+@click.option("--seed", default=20261125, show_default=True, help="Random seed: the same seed gives the same data.")
+@click.option("--reset/--no-reset", default=True, show_default=True, help="Empty the database first.")
+def demo(orders: int, seed: int, reset: bool) -> None:
+    """Fill the database with a realistic, deterministic live-commerce data set."""
+    from aftersales.demo import generate_demo
+
+    settings = Settings.from_env()
+    run_migrations(settings.database_url)
+    summary = asyncio.run(generate_demo(settings, orders=orders, seed=seed, reset=reset))
+    for line in summary:
+        click.echo(line)
+
+
+@main.group()
+def token() -> None:
+    """API tokens for integrations and scripts."""
+
+
+@token.command("create")
+@click.option("--role", required=True, type=click.Choice(["integration", "agent", "supervisor", "product", "admin"]))
+@click.option("--name", required=True, help="Who will use it, e.g. the platform or carrier feed name.")
+def token_create(role: str, name: str) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    token_value = asyncio.run(_create_token(role, name))
+    click.echo(token_value)
+
+
+async def _create_token(role: str, name: str) -> str:
+    from aftersales.auth.tokens import create_token
+    from aftersales.clock import SystemClock
+    from aftersales.db import create_engine, create_sessionmaker
+
+    settings = Settings.from_env()
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            value = await create_token(session, SystemClock(), name=name, role=role)
+            await session.commit()
+            return value
+    finally:
+        await engine.dispose()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    main()

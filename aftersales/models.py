@@ -1,0 +1,20 @@
+"""Imports every model so that metadata (and Alembic) sees all tables."""
+
+from aftersales.auth.models import ApiToken, IdempotencyRecord
+from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
+from aftersales.tickets.models import Ticket, TicketItem, TicketNumberCounter, TimelineEvent
+
+__all__ = [
+    "ApiToken",
+    "Customer",
+    "IdempotencyRecord",
+    "LiveSession",
+    "Order",
+    "OrderItem",
+    "Shipment",
+    "Ticket",
+    "TicketItem",
+    "TicketNumberCounter",
+    "TimelineEvent",
+    "TrackingEvent",
+]

@@ -1,0 +1,345 @@
+"""The only code that writes orders, shipments and tracking events."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from aftersales.clock import Clock, ensure_utc
+from aftersales.db import dialect_insert
+from aftersales.errors import FieldError, InvalidInput, NotFound
+from aftersales.orders import carriers
+from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
+from aftersales.orders.schemas import OrderIn, ShipmentIn, TrackingEventIn
+from aftersales.schemas import money_field
+
+# Called when a return or replacement parcel is delivered: (shipment, delivering event) -> ticket number.
+DeliveryHook = Callable[[Shipment, TrackingEvent], Awaitable[str | None]]
+
+
+class OrderService:
+    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+
+    # -- orders ---------------------------------------------------------------------------
+
+    async def upsert_order(self, external_id: str, data: OrderIn) -> tuple[Order, bool]:
+        self._check_order(data)
+        now = self.clock.now()
+        customer_id = await self._upsert_customer(data)
+        session_id = await self._upsert_live_session(data) if data.live_session else None
+        values = {
+            "shop": data.shop,
+            "channel": data.channel,
+            "customer_id": customer_id,
+            "live_session_id": session_id,
+            "paid_amount": data.paid_amount,
+            "placed_at": data.placed_at,
+            "paid_at": data.paid_at,
+            "updated_at": now,
+        }
+        stmt = (
+            dialect_insert(self.session, Order)
+            .values(external_id=external_id, created_at=now, **values)
+            .on_conflict_do_nothing(index_elements=["external_id"])
+        )
+        created = (await self.session.execute(stmt)).rowcount == 1
+        order = await self._load_order(external_id)
+        if not created:
+            await self.session.execute(update(Order).where(Order.id == order.id).values(**values))
+        await self._sync_items(order, data)
+        self.session.expire(order)
+        return await self._load_order(external_id), created
+
+    def _check_order(self, data: OrderIn) -> None:
+        money_field(data.paid_amount, "paid_amount")
+        skus: set[str] = set()
+        for i, item in enumerate(data.items):
+            money_field(item.unit_price, f"items[{i}].unit_price")
+            if item.sku in skus:
+                raise InvalidInput.on(f"items[{i}].sku", f"duplicate sku {item.sku!r} in one order")
+            skus.add(item.sku)
+        if data.paid_at and data.paid_at < data.placed_at:
+            raise InvalidInput.on("paid_at", "is before placed_at")
+
+    async def _upsert_customer(self, data: OrderIn) -> int:
+        c = data.customer
+        stmt = dialect_insert(self.session, Customer).values(
+            external_id=c.external_id, name=c.name, created_at=self.clock.now()
+        )
+        stmt = stmt.on_conflict_do_update(index_elements=["external_id"], set_={"name": c.name})
+        await self.session.execute(stmt)
+        return (await self.session.execute(select(Customer.id).where(Customer.external_id == c.external_id))).scalar_one()
+
+    async def _upsert_live_session(self, data: OrderIn) -> int:
+        ls = data.live_session
+        assert ls is not None
+        values = {"host": ls.host, "title": ls.title, "started_at": ls.started_at, "ended_at": ls.ended_at}
+        stmt = dialect_insert(self.session, LiveSession).values(external_id=ls.external_id, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=["external_id"], set_=values)
+        await self.session.execute(stmt)
+        query = select(LiveSession.id).where(LiveSession.external_id == ls.external_id)
+        return (await self.session.execute(query)).scalar_one()
+
+    async def _sync_items(self, order: Order, data: OrderIn) -> None:
+        """Items are matched by SKU; one that a ticket refers to is never deleted."""
+        from aftersales.tickets.models import TicketItem
+
+        existing = {item.sku: item for item in order.items}
+        for item in data.items:
+            fields = {
+                "product_id": item.product_id,
+                "product_name": item.product_name,
+                "category": item.category,
+                "quantity": item.quantity,
+                "unit_price": item.unit_price,
+            }
+            if item.sku in existing:
+                await self.session.execute(update(OrderItem).where(OrderItem.id == existing[item.sku].id).values(**fields))
+            else:
+                self.session.add(OrderItem(order_id=order.id, sku=item.sku, **fields))
+        gone = [row for sku, row in existing.items() if sku not in {i.sku for i in data.items}]
+        for row in gone:
+            used = await self.session.scalar(select(TicketItem.id).where(TicketItem.order_item_id == row.id).limit(1))
+            if used is not None:
+                raise InvalidInput.on("items", f"sku {row.sku!r} is part of an after-sales ticket and cannot be removed")
+            await self.session.delete(row)
+        await self.session.flush()
+
+    async def _load_order(self, external_id: str) -> Order:
+        query = (
+            select(Order)
+            .where(Order.external_id == external_id)
+            .options(selectinload(Order.items), selectinload(Order.customer), selectinload(Order.live_session))
+            .execution_options(populate_existing=True)
+        )
+        order = (await self.session.execute(query)).scalar_one_or_none()
+        if order is None:
+            raise NotFound(f"order {external_id!r} does not exist")
+        return order
+
+    async def get_order(self, external_id: str) -> Order:
+        return await self._load_order(external_id)
+
+    # -- shipments ------------------------------------------------------------------------
+
+    async def register_shipment(self, data: ShipmentIn, *, field_prefix: str = "") -> tuple[Shipment, bool]:
+        from aftersales.tickets.models import Ticket
+
+        order_id = await self.session.scalar(select(Order.id).where(Order.external_id == data.order_external_id))
+        if order_id is None:
+            raise InvalidInput.on(field_prefix + "order_external_id", f"unknown order {data.order_external_id!r}")
+        if data.direction == "outbound" and data.ticket_id is not None:
+            raise InvalidInput.on(field_prefix + "ticket_id", "an outbound shipment belongs to the order, not to a ticket")
+        if data.direction != "outbound":
+            if data.ticket_id is None:
+                raise InvalidInput.on(field_prefix + "ticket_id", f"a {data.direction} shipment needs its ticket")
+            ticket_order = await self.session.scalar(select(Ticket.order_id).where(Ticket.id == data.ticket_id))
+            if ticket_order is None:
+                raise InvalidInput.on(field_prefix + "ticket_id", f"unknown ticket {data.ticket_id}")
+            if ticket_order != order_id:
+                raise InvalidInput.on(field_prefix + "ticket_id", "the ticket belongs to another order")
+        existing = await self._find_shipment(data.carrier, data.tracking_number)
+        if existing is not None:
+            same = (existing.order_id, existing.direction, existing.ticket_id) == (order_id, data.direction, data.ticket_id)
+            if not same:
+                raise InvalidInput.on(
+                    field_prefix + "tracking_number",
+                    f"{data.carrier} {data.tracking_number} is already registered for another order or direction",
+                )
+            return existing, False
+        shipment = Shipment(
+            order_id=order_id,
+            ticket_id=data.ticket_id,
+            direction=data.direction,
+            carrier=data.carrier,
+            tracking_number=data.tracking_number,
+            created_at=self.clock.now(),
+        )
+        self.session.add(shipment)
+        await self.session.flush()
+        await self._adopt_orphan_events(shipment)
+        return shipment, True
+
+    async def _find_shipment(self, carrier: str, tracking_number: str) -> Shipment | None:
+        query = select(Shipment).where(Shipment.carrier == carrier, Shipment.tracking_number == tracking_number)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def _adopt_orphan_events(self, shipment: Shipment) -> None:
+        """Carriers may push before the shipment is registered; those events are kept and linked now."""
+        await self.session.execute(
+            update(TrackingEvent)
+            .where(
+                TrackingEvent.carrier == shipment.carrier,
+                TrackingEvent.tracking_number == shipment.tracking_number,
+                TrackingEvent.shipment_id.is_(None),
+            )
+            .values(shipment_id=shipment.id)
+        )
+        await self._refresh_shipment_status(shipment.id)
+
+    # -- tracking events --------------------------------------------------------------------
+
+    def normalize_batch(self, events: list[TrackingEventIn], limit: int) -> list[dict[str, Any]]:
+        """Validate the whole batch before writing anything, naming the first bad field."""
+        if not events:
+            raise InvalidInput.on("events", "must contain at least one event")
+        if len(events) > limit:
+            raise InvalidInput.on("events", f"has {len(events)} events; a batch holds at most {limit}")
+        rows: list[dict[str, Any]] = []
+        errors: list[FieldError] = []
+        now = self.clock.now()
+        for i, ev in enumerate(events):
+            try:
+                status = carriers.normalize_status(ev.source, ev.status)
+            except (carriers.UnknownCarrierStatus, carriers.UnknownSource) as exc:
+                errors.append(FieldError(f"events[{i}].status", str(exc)))
+                continue
+            raw = str(ev.status).strip()
+            rows.append(
+                {
+                    "carrier": ev.carrier,
+                    "tracking_number": ev.tracking_number,
+                    "source": ev.source,
+                    "raw_status": raw,
+                    "status": status,
+                    "occurred_at": ev.occurred_at,
+                    "location": ev.location,
+                    "description": ev.description,
+                    "event_id": ev.event_id,
+                    "dedupe_key": ev.event_id or _event_digest(ev.source, raw, ev.occurred_at),
+                    "received_at": now,
+                }
+            )
+        if errors:
+            raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors[:5]), errors=errors)
+        return rows
+
+    async def ingest_tracking(
+        self, events: list[TrackingEventIn], *, limit: int, on_delivered: DeliveryHook | None = None
+    ) -> dict[str, Any]:
+        rows = self.normalize_batch(events, limit)
+        keys = {(r["carrier"], r["tracking_number"]) for r in rows}
+        shipments = await self._shipments_for(keys)
+        for row in rows:
+            shipment = shipments.get((row["carrier"], row["tracking_number"]))
+            row["shipment_id"] = shipment.id if shipment else None
+        stored = await self._insert_new_events(rows)
+        touched = {row["shipment_id"] for row in stored if row["shipment_id"] is not None}
+        moved: list[str] = []
+        for shipment_id in sorted(touched):
+            delivered_event = await self._refresh_shipment_status(shipment_id)
+            if delivered_event is not None and on_delivered is not None:
+                shipment, event = delivered_event
+                number = await on_delivered(shipment, event)
+                if number:
+                    moved.append(number)
+        return {
+            "received": len(rows),
+            "stored": len(stored),
+            "duplicates": len(rows) - len(stored),
+            "unmatched": sum(1 for row in stored if row["shipment_id"] is None),
+            "shipments_updated": len(touched),
+            "tickets_moved": moved,
+        }
+
+    async def _shipments_for(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Shipment]:
+        found: dict[tuple[str, str], Shipment] = {}
+        numbers = sorted({tn for _, tn in keys})
+        for start in range(0, len(numbers), 500):
+            chunk = numbers[start : start + 500]
+            result = await self.session.execute(select(Shipment).where(Shipment.tracking_number.in_(chunk)))
+            for s in result.scalars():
+                if (s.carrier, s.tracking_number) in keys:
+                    found[(s.carrier, s.tracking_number)] = s
+        return found
+
+    async def _insert_new_events(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Insert, skipping rows already stored (replays) and repeats inside the batch itself."""
+        unique: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for row in rows:
+            unique.setdefault((row["carrier"], row["tracking_number"], row["dedupe_key"]), row)
+        candidates = list(unique.values())
+        if not candidates:
+            return []
+        stmt = (
+            dialect_insert(self.session, TrackingEvent)
+            .on_conflict_do_nothing(index_elements=["carrier", "tracking_number", "dedupe_key"])
+            .returning(TrackingEvent.carrier, TrackingEvent.tracking_number, TrackingEvent.dedupe_key)
+        )
+        inserted: set[tuple[str, str, str]] = set()
+        for start in range(0, len(candidates), 500):
+            result = await self.session.execute(stmt.values(candidates[start : start + 500]))
+            inserted.update((r[0], r[1], r[2]) for r in result)
+        return [row for key, row in unique.items() if key in inserted]
+
+    async def _refresh_shipment_status(self, shipment_id: int) -> tuple[Shipment, TrackingEvent] | None:
+        """The shipment's status is always that of its latest event, whatever order they came in.
+
+        Returns (shipment, event) when this refresh is what made the shipment delivered.
+        """
+        shipment = await self.session.get(Shipment, shipment_id, populate_existing=True)
+        assert shipment is not None
+        latest = (
+            await self.session.execute(
+                select(TrackingEvent)
+                .where(TrackingEvent.shipment_id == shipment_id)
+                .order_by(TrackingEvent.occurred_at.desc(), TrackingEvent.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if latest is None:
+            return None
+        delivered = (
+            await self.session.execute(
+                select(TrackingEvent)
+                .where(TrackingEvent.shipment_id == shipment_id, TrackingEvent.status == "delivered")
+                .order_by(TrackingEvent.occurred_at)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        newly_delivered = delivered is not None and shipment.delivered_at is None
+        result = await self.session.execute(
+            update(Shipment)
+            .where(Shipment.id == shipment_id)
+            .values(
+                status=latest.status,
+                raw_status=latest.raw_status,
+                status_source=latest.source,
+                last_event_at=latest.occurred_at,
+                delivered_at=delivered.occurred_at if delivered is not None else None,
+            )
+            .returning(Shipment.id)
+        )
+        result.all()
+        await self.session.refresh(shipment)
+        if delivered is not None and shipment.direction == "outbound":
+            # Sign-for of the outbound parcel starts the 7-day no-reason window.
+            await self.session.execute(
+                update(Order)
+                .where(Order.id == shipment.order_id, Order.delivered_at.is_(None))
+                .values(delivered_at=delivered.occurred_at)
+            )
+        return (shipment, delivered) if newly_delivered and delivered is not None else None
+
+    async def shipments_for_order(self, order_id: int) -> list[Shipment]:
+        query = (
+            select(Shipment)
+            .where(Shipment.order_id == order_id)
+            .options(selectinload(Shipment.events))
+            .order_by(Shipment.created_at, Shipment.id)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+
+def _event_digest(source: str, raw: str, occurred_at: datetime) -> str:
+    # Without the source's event id, an event is its (time, status) on this parcel.
+    text = f"{source}|{raw}|{ensure_utc(occurred_at).isoformat()}"
+    return "h:" + hashlib.sha256(text.encode()).hexdigest()[:40]

@@ -1,0 +1,50 @@
+"""One typed settings object, read from AFTERSALES_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+from zoneinfo import ZoneInfo
+
+ENV_PREFIX = "AFTERSALES_"
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    database_url: str = "sqlite+aiosqlite:///./aftersales.db"
+    # Signs session cookies and CSRF tokens. The default is for the embedded demo only:
+    # production must set AFTERSALES_SECRET_KEY.
+    secret_key: str = "dev-only-change-me-in-production-0123456789"
+    timezone: str = "Asia/Shanghai"
+    default_locale: str = "zh_CN"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    debug: bool = False
+    # Largest request body accepted, in bytes (tracking batches of 1,000 events fit easily).
+    max_body_bytes: int = 2_000_000
+    max_tracking_batch: int = 1000
+    page_size_default: int = 50
+    page_size_max: int = 200
+    db_pool_size: int = 10
+    sql_echo: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = raw
+        values.update(overrides)
+        # msgspec converts "8000" -> 8000 and "true" -> True with strict=False.
+        return msgspec.convert(values, cls, strict=False)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,96 @@
+"""After-sales tickets, their items, the timeline and the per-day number counter."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from aftersales.db import Base, BigId, JSONType, Money, UTCDateTime
+from aftersales.orders.models import Customer, Order
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        # Keyset pagination of the default listing and of filtered listings.
+        Index("ix_tickets_requested_id", "requested_at", "id"),
+        Index("ix_tickets_status_requested_id", "status", "requested_at", "id"),
+        Index("ix_tickets_queue_status_requested", "queue", "status", "requested_at"),
+        Index("ix_tickets_assignee_status", "assignee_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    # The platform's own after-sales id, when it sends one; replays with it find this ticket.
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    reason_code: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    requested_amount: Mapped[Decimal] = mapped_column(Money)
+    refunded_amount: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    description: Mapped[str] = mapped_column(Text, default="")
+    evidence_urls: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    assignee_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The customer's own request time (from the platform): every SLA clock starts here.
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # State-entry timestamps, written only by the workflow service.
+    first_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    return_received_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    replacement_shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    order: Mapped[Order] = relationship(lazy="raise")
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    items: Mapped[list[TicketItem]] = relationship(lazy="raise", order_by="TicketItem.id")
+    events: Mapped[list[TimelineEvent]] = relationship(lazy="raise", order_by="TimelineEvent.id")
+
+
+class TicketItem(Base):
+    __tablename__ = "ticket_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    order_item_id: Mapped[int] = mapped_column(ForeignKey("order_items.id"), index=True)
+    sku: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int]
+
+
+class TimelineEvent(Base):
+    """Every change to a ticket: who, when, what, from which status to which, and why."""
+
+    __tablename__ = "ticket_events"
+    __table_args__ = (Index("ix_ticket_events_ticket_at", "ticket_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class TicketNumberCounter(Base):
+    """Hands out the daily sequence in AS-YYYYMMDD-NNNNNN with one atomic upsert."""
+
+    __tablename__ = "ticket_number_counters"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,42 @@
+"""Request-scoped helpers shared by every controller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.datastructures import State
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aftersales.clock import Clock
+from aftersales.settings import Settings
+
+
+async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.sessionmaker() as session:
+        yield session
+
+
+def provide_clock(state: State) -> Clock:
+    return state.clock
+
+
+def provide_settings(state: State) -> Settings:
+    return state.settings
+
+
+def json_response(status: int, body: bytes, *, replayed: bool = False, headers: dict[str, str] | None = None) -> Response[bytes]:
+    extra = dict(headers or {})
+    if replayed:
+        extra["Idempotent-Replayed"] = "true"
+    return Response(content=body, status_code=status, media_type="application/json", headers=extra)
+
+
+def encode(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    return request.headers.get("idempotency-key")
