@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
+from litestar.config.csrf import CSRFConfig
+from litestar.static_files import create_static_files_router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.exc import IntegrityError
 
+from aftersales import i18n
+from aftersales.auth.controllers import AuthController
+from aftersales.auth.guards import resolve_principal
 from aftersales.auth.tokens import TokenCache
 from aftersales.clock import Clock, SystemClock
 from aftersales.db import create_engine, create_sessionmaker
 from aftersales.errors import EXCEPTION_HANDLERS, problem
 from aftersales.orders.controllers import OrderController
+from aftersales.pages import LANG_COOKIE, STATIC, template_config
 from aftersales.settings import Settings
 from aftersales.tickets.controllers import TicketController
+from aftersales.tickets.pages import TicketPages
 from aftersales.web import provide_clock, provide_db_session, provide_settings
 
 
@@ -39,8 +46,31 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def dispose_engine(app: Litestar) -> None:
         await engine.dispose()
 
+    async def choose_locale(request: Request[Any, Any, Any]) -> None:
+        """The language: the user's switch (cookie), then their saved choice, then the operator's default."""
+        locale = request.cookies.get(LANG_COOKIE)
+        if locale not in i18n.LOCALES and not request.url.path.startswith(("/api/", "/static/")):
+            await resolve_principal(request)
+            locale = request.scope.get("state", {}).get("user_locale")
+        i18n.set_locale(locale if locale in i18n.LOCALES else settings.default_locale)
+
     app = Litestar(
-        route_handlers=[healthz, OrderController, TicketController],
+        route_handlers=[
+            healthz,
+            OrderController,
+            TicketController,
+            AuthController,
+            TicketPages,
+            create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
+        ],
+        before_request=choose_locale,
+        template_config=template_config(settings.zone),
+        csrf_config=CSRFConfig(
+            secret=settings.secret_key,
+            cookie_httponly=False,
+            # The API authenticates with bearer tokens only, never cookies, so CSRF cannot reach it.
+            exclude=["/api/", "/healthz", "/schema"],
+        ),
         dependencies={
             "db_session": Provide(provide_db_session),
             "clock": Provide(provide_clock, sync_to_thread=False),

@@ -70,15 +70,59 @@ def serve(host: str | None, port: int | None, workers: int, do_migrate: bool) ->
 @click.option("--orders", default=1500, show_default=True, help="How many orders to generate.")
 @click.option("--seed", default=20261125, show_default=True, help="Random seed: the same seed gives the same data.")
 @click.option("--reset/--no-reset", default=True, show_default=True, help="Empty the database first.")
-def demo(orders: int, seed: int, reset: bool) -> None:
+@click.option("--if-empty", is_flag=True, help="Do nothing when the database already holds orders.")
+def demo(orders: int, seed: int, reset: bool, if_empty: bool) -> None:
     """Fill the database with a realistic, deterministic live-commerce data set."""
     from aftersales.demo import generate_demo
 
     settings = Settings.from_env()
     run_migrations(settings.database_url)
+    if if_empty and asyncio.run(_has_orders(settings.database_url)):
+        click.echo("database already has data; keeping it (run `aftersales demo` to regenerate)")
+        return
     summary = asyncio.run(generate_demo(settings, orders=orders, seed=seed, reset=reset))
     for line in summary:
         click.echo(line)
+
+
+@main.group()
+def user() -> None:
+    """People who sign in to the pages."""
+
+
+@user.command("create")
+@click.option("--username", required=True)
+@click.option("--role", required=True, type=click.Choice(["agent", "supervisor", "product", "admin"]))
+@click.option("--name", "display_name", default="", help="Name shown on pages (default: the username).")
+@click.option("--team", "teams", multiple=True, type=click.Choice(["selection", "qc", "script", "logistics"]),
+              help="Team of a product-role user; repeat for several.")
+@click.password_option(help="Asked for when not given (at least 8 characters).")
+def user_create(username: str, role: str, display_name: str, teams: tuple[str, ...], password: str) -> None:
+    """Create a user; the password is stored as an argon2 hash."""
+    from aftersales.errors import DomainError
+
+    try:
+        asyncio.run(_create_user(username, role, display_name, list(teams), password))
+    except DomainError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"created {role} {username}")
+
+
+async def _create_user(username: str, role: str, display_name: str, teams: list[str], password: str) -> None:
+    from aftersales.auth.service import AuthService
+    from aftersales.clock import SystemClock
+    from aftersales.db import create_engine, create_sessionmaker
+
+    settings = Settings.from_env()
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await AuthService(session, SystemClock()).create_user(
+                username=username, password=password, role=role, display_name=display_name, teams=teams
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
 
 
 @main.group()
@@ -107,6 +151,20 @@ async def _create_token(role: str, name: str) -> str:
             value = await create_token(session, SystemClock(), name=name, role=role)
             await session.commit()
             return value
+    finally:
+        await engine.dispose()
+
+
+async def _has_orders(url: str) -> bool:
+    from sqlalchemy import select
+
+    from aftersales.db import create_engine
+    from aftersales.orders.models import Order
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.scalar(select(Order.id).limit(1))) is not None
     finally:
         await engine.dispose()
 

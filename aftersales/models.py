@@ -1,6 +1,6 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
-from aftersales.auth.models import ApiToken, IdempotencyRecord
+from aftersales.auth.models import ApiToken, IdempotencyRecord, LoginAttempt, User, WebSession
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
 from aftersales.tickets.models import Ticket, TicketItem, TicketNumberCounter, TimelineEvent
 
@@ -17,4 +17,7 @@ __all__ = [
     "TicketNumberCounter",
     "TimelineEvent",
     "TrackingEvent",
+    "User",
+    "WebSession",
+    "LoginAttempt",
 ]

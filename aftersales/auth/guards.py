@@ -10,10 +10,14 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from aftersales.auth.principal import Principal
+from aftersales.auth.service import AuthService, principal_for
+
+SESSION_COOKIE = "as_session"
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
-# Who may do what through the API.
+# Who may do what through the API and on pages.
+WORK_TICKETS = ("agent", "supervisor", "admin")
 FEED = ("integration", "admin")
 READ_TICKETS = ("integration", "agent", "supervisor", "admin")
 ACT_ON_TICKETS = ("agent", "supervisor", "admin")
@@ -22,14 +26,25 @@ INTEGRATION_ACTIONS = frozenset({"confirm_refund", "customer_reply", "cancel", "
 
 
 async def resolve_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
-    if "principal" in connection.scope.get("state", {}):
-        return connection.scope["state"]["principal"]
+    """A bearer token for the API; the session cookie for pages (the API never takes cookies,
+    so it needs no CSRF protection)."""
+    scope_state = connection.scope.setdefault("state", {})
+    if "principal" in scope_state:
+        return scope_state["principal"]
     principal: Principal | None = None
+    state = connection.app.state
     header = connection.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        state = connection.app.state
-        principal = await state.token_cache.principal(state.sessionmaker, header[7:].strip())
-    connection.scope.setdefault("state", {})["principal"] = principal
+    if connection.url.path.startswith("/api/"):
+        if header.lower().startswith("bearer "):
+            principal = await state.token_cache.principal(state.sessionmaker, header[7:].strip())
+    elif cookie := connection.cookies.get(SESSION_COOKIE):
+        async with state.sessionmaker() as session:
+            user = await AuthService(session, state.clock).user_for_session(cookie)
+        if user is not None:
+            principal = principal_for(user)
+            scope_state["display_name"] = user.display_name
+            scope_state["user_locale"] = user.locale
+    scope_state["principal"] = principal
     return principal
 
 

@@ -39,8 +39,8 @@ STATUS_STAMPS = {
     "cancelled": "cancelled_at",
 }
 APPROVALS = frozenset({"approve", "auto_approve"})
-# Actions by a person that count as the first response to the customer.
-NOT_A_RESPONSE = frozenset({"customer_reply"})
+# Actions by a person that do not count as the first response to the customer.
+NOT_A_RESPONSE = frozenset({"customer_reply", "note"})
 
 
 class TicketService:
@@ -177,6 +177,11 @@ class TicketService:
         if not data.note.strip():
             raise InvalidInput.on("note", "say what the customer should provide")
         return {}, {}
+
+    async def _prepare_reply(self, ticket: Ticket, data: ActionIn) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not data.note.strip():
+            raise InvalidInput.on("note", "a reply to the customer needs text")
+        return {}, {"customer_facing": True}
 
     async def _prepare_approve(self, ticket: Ticket, data: ActionIn) -> tuple[dict[str, Any], dict[str, Any]]:
         if data.amount is None:

@@ -42,12 +42,14 @@ USER_ACTIONS = (
     "reopen",
     "appeal",
     "note",
+    "reply",
 )
 # Actions only the system takes: intake decisions and carrier events.
 SYSTEM_ACTIONS = ("auto_approve", "route_to_review", "return_delivered", "replacement_delivered")
 
-# Actions that only write the timeline and never move the status.
-TIMELINE_ONLY = frozenset({"note"})
+# Actions that only write the timeline and never move the status: an internal note, and a
+# customer-facing reply (which, unlike a note, counts as a response to the customer).
+TIMELINE_ONLY = frozenset({"note", "reply"})
 
 Table = Mapping[tuple[str, str], str]
 
@@ -155,6 +157,8 @@ def transition(kind: str, status: str, action: str, *, inspection_passed: bool |
     table = TRANSITIONS.get(kind)
     if table is None:
         raise UnknownKind(kind)
+    if action == "reply" and status in FINAL_STATUSES:
+        raise InvalidTransition(kind, status, action)
     if action in TIMELINE_ONLY:
         return status
     if action == "customer_reply" and status != "awaiting_customer" and status not in FINAL_STATUSES:
@@ -175,8 +179,10 @@ def allowed_actions(kind: str, status: str) -> list[str]:
         keys.add("record_inspection")
     allowed = [a for a in USER_ACTIONS if a in keys]
     allowed.append("note")
-    if status not in FINAL_STATUSES and "customer_reply" not in allowed:
-        allowed.append("customer_reply")
+    if status not in FINAL_STATUSES:
+        allowed.append("reply")
+        if "customer_reply" not in allowed:
+            allowed.append("customer_reply")
     return allowed
 
 

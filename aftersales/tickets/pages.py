@@ -1,0 +1,191 @@
+"""The agent's pages: the queue and the ticket with its whole chain and actions."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.response import Redirect, Template
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aftersales import i18n
+from aftersales.auth.guards import WORK_TICKETS, current_principal, requires
+from aftersales.clock import Clock
+from aftersales.errors import DomainError, InvalidInput
+from aftersales.feedback.taxonomy import REASONS
+from aftersales.pages import page_auth_error, render
+from aftersales.settings import Settings
+from aftersales.tickets import macros, workflow
+from aftersales.tickets.repository import TicketChain, TicketFilter, TicketRepository
+from aftersales.tickets.schemas import ActionIn
+from aftersales.tickets.service import TicketService
+
+OPEN_STATUSES = [s for s in workflow.STATUSES if s not in workflow.FINAL_STATUSES and s != "requested"]
+QUEUE_BLOCKS = ("ticket_list",)
+TICKET_BLOCKS = ("ticket_main", "ticket_header", "ticket_actions", "ticket_timeline")
+PAGE_SIZE = 50
+
+
+class TicketPages(Controller):
+    include_in_schema = False
+    guards = [requires(*WORK_TICKETS)]
+    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+
+    @get("/queue")
+    async def queue(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template:
+        params = request.query_params
+        principal = current_principal(request)
+        statuses = _pick(params.getall("status", []), workflow.STATUSES)
+        flt = TicketFilter(
+            statuses=statuses or OPEN_STATUSES,
+            kinds=_pick(params.getall("kind", []), workflow.KINDS),
+            reason_codes=_pick(params.getall("reason", []), tuple(REASONS)),
+            queues=[q for q in params.getall("queue", []) if q],
+            assignee_id=principal.id if params.get("assignee") == "me" else None,
+            unassigned=params.get("assignee") == "none",
+            requested_from=_day_start(params.get("from"), settings),
+            requested_to=_day_start(params.get("to"), settings, next_day=True),
+            ascending=params.get("sort") == "requested_at",
+        )
+        cursor = params.get("cursor") or None
+        tickets, next_cursor = await TicketRepository(db_session).list_page(flt, limit=PAGE_SIZE, cursor=cursor)
+        kept = [(k, v) for k, v in params.multi_items() if k != "cursor" and v]
+        base_query = "&".join(f"{k}={v}" for k, v in kept)
+        context = {
+            "tickets": tickets,
+            "now": clock.now(),
+            "filters": flt if statuses else TicketFilter(kinds=flt.kinds, reason_codes=flt.reason_codes, queues=flt.queues),
+            "statuses": OPEN_STATUSES + ["closed", "cancelled"],
+            "kinds": workflow.KINDS,
+            "reasons": list(REASONS),
+            "assignee": params.get("assignee", ""),
+            "date_from": params.get("from", ""),
+            "date_to": params.get("to", ""),
+            "sort": params.get("sort", "-requested_at"),
+            "cursor": cursor,
+            "first_url": "/queue" + (f"?{base_query}" if base_query else ""),
+            "next_url": f"/queue?{base_query}{'&' if base_query else ''}cursor={next_cursor}" if next_cursor else None,
+        }
+        return render(request, "tickets/queue.html", context, blocks=QUEUE_BLOCKS)
+
+    @get("/tickets/{ticket_id:int}")
+    async def ticket(self, request: Request[Any, Any, Any], ticket_id: int, db_session: AsyncSession, clock: Clock) -> Template:
+        chain = await TicketRepository(db_session).load_chain(ticket_id)
+        context = await _ticket_context(request, db_session, chain, clock)
+        return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS)
+
+    @post("/tickets/{ticket_id:int}/actions/{action:str}")
+    async def act(
+        self, request: Request[Any, Any, Any], ticket_id: int, action: str, db_session: AsyncSession, clock: Clock, settings: Settings
+    ) -> Template | Redirect:
+        principal = current_principal(request)
+        form = await request.form()
+        service = TicketService(db_session, clock, settings.zone)
+        error: str | None = None
+        status_code = 200
+        try:
+            data = await _action_from_form(db_session, ticket_id, action, form)
+            await service.act(ticket_id, action, data, principal)
+            await db_session.commit()
+        except DomainError as exc:
+            await db_session.rollback()
+            error, status_code = _explain(exc), exc.status_code
+        if error is None and request.headers.get("hx-request") != "true":
+            return Redirect(f"/tickets/{ticket_id}", status_code=303)
+        chain = await TicketRepository(db_session).load_chain(ticket_id)
+        context = await _ticket_context(request, db_session, chain, clock)
+        context["error"] = error
+        context["notice"] = None if error else i18n.gettext("Done: %(action)s", action=_action_label(action))
+        block = "ticket_main" if request.headers.get("hx-request") == "true" else None
+        return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS, status_code=status_code, block=block)
+
+
+async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSession, chain: TicketChain, clock: Clock) -> dict[str, Any]:
+    t = chain.ticket
+    principal = current_principal(request)
+    order = t.order
+    claimed = chain.ticket_items()
+    history = await TicketRepository(db_session).customer_history(t.customer_id, exclude_id=t.id)
+    actions = workflow.allowed_actions(t.kind, t.status)
+    macro_data = {
+        "customer": order.customer.name or order.customer.external_id,
+        "number": t.number,
+        "order": order.external_id,
+        "items": "、".join(f"{oi.product_name} × {ti.quantity}" for ti, oi in claimed) or order.items[0].product_name,
+        "amount": f"¥{t.requested_amount:,.2f}",
+    }
+    return {
+        "t": t,
+        "order": order,
+        "chain": chain.chain(),
+        "shipments": chain.shipments,
+        "claimed": claimed,
+        "claimed_ids": {oi.id for _, oi in claimed},
+        "history": history,
+        "actions": actions,
+        "can_act": principal.role in WORK_TICKETS,
+        "macros": macros.macro_options(macro_data),
+        "macro_data": macro_data,
+        "now": clock.now(),
+        "error": None,
+        "notice": None,
+    }
+
+
+async def _action_from_form(db_session: AsyncSession, ticket_id: int, action: str, form: Any) -> ActionIn:
+    raw: dict[str, Any] = {k: v for k, v in form.items() if k not in ("_csrf_token", "macro") and v != ""}
+    if "passed" in raw:
+        raw["passed"] = raw["passed"] == "true"
+    for money in ("amount",):
+        if money in raw:
+            try:
+                raw[money] = Decimal(str(raw[money]))
+            except InvalidOperation as exc:
+                raise InvalidInput.on(money, "is not an amount") from exc
+    if action == "reply" and not raw.get("note") and form.get("macro"):
+        chain = await TicketRepository(db_session).load_chain(ticket_id)
+        context_data = {
+            "customer": chain.ticket.order.customer.name, "number": chain.ticket.number,
+            "order": chain.ticket.order.external_id,
+            "items": "、".join(f"{oi.product_name} × {ti.quantity}" for ti, oi in chain.ticket_items()),
+            "amount": f"¥{chain.ticket.requested_amount:,.2f}",
+        }
+        raw["note"] = macros.fill(str(form.get("macro")), context_data)
+    try:
+        return msgspec.convert(raw, ActionIn, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def _explain(exc: DomainError) -> str:
+    if exc.status_code == 409 and exc.type_slug == "stale-version":
+        return i18n.gettext("Someone else changed this ticket while you were looking at it. The view below is current; check it and try again.")
+    if exc.status_code == 409:
+        return i18n.gettext("This action is not possible in the ticket's current status.")
+    return i18n.gettext("The action was refused: %(detail)s", detail=exc.detail)
+
+
+def _action_label(action: str) -> str:
+    from aftersales.labels import label
+
+    return label("action", action)
+
+
+def _pick(values: list[str], allowed: tuple[str, ...]) -> list[str]:
+    return [v for raw in values for v in raw.split(",") if v in allowed]
+
+
+def _day_start(value: str | None, settings: Settings, *, next_day: bool = False) -> datetime | None:
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    if next_day:
+        day += timedelta(days=1)
+    return datetime.combine(day, time.min, tzinfo=settings.zone)
