@@ -20,11 +20,13 @@ from aftersales.auth.tokens import TokenCache
 from aftersales.clock import Clock, SystemClock
 from aftersales.db import create_engine, create_sessionmaker
 from aftersales.errors import EXCEPTION_HANDLERS, problem
+from aftersales.feedback.pages import FeedbackPages
 from aftersales.orders.controllers import OrderController
 from aftersales.pages import LANG_COOKIE, STATIC, template_config
 from aftersales.settings import Settings
 from aftersales.tickets.controllers import TicketController
 from aftersales.tickets.pages import TicketPages
+from aftersales.tickets.policy_api import PolicyController
 from aftersales.web import provide_clock, provide_db_session, provide_settings
 
 
@@ -59,8 +61,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             healthz,
             OrderController,
             TicketController,
+            PolicyController,
             AuthController,
             TicketPages,
+            FeedbackPages,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         before_request=choose_locale,

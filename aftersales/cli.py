@@ -27,6 +27,22 @@ def run_migrations(database_url: str) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(database_url), "head")
+    asyncio.run(_ensure_defaults(database_url))
+
+
+async def _ensure_defaults(database_url: str) -> None:
+    """The shipped queues and auto-approval policy (never overwrites an operator's edits)."""
+    from aftersales.clock import SystemClock
+    from aftersales.db import create_engine, create_sessionmaker
+    from aftersales.tickets.policy_service import PolicyService
+
+    engine = create_engine(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await PolicyService(session, SystemClock()).ensure_defaults()
+            await session.commit()
+    finally:
+        await engine.dispose()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,8 +97,22 @@ def demo(orders: int, seed: int, reset: bool, if_empty: bool) -> None:
         click.echo("database already has data; keeping it (run `aftersales demo` to regenerate)")
         return
     summary = asyncio.run(generate_demo(settings, orders=orders, seed=seed, reset=reset))
+    summary += asyncio.run(_demo_users(settings))
     for line in summary:
         click.echo(line)
+
+
+async def _demo_users(settings: Settings) -> list[str]:
+    from aftersales.auth.demo_users import create_demo_users
+    from aftersales.clock import SystemClock
+    from aftersales.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await create_demo_users(session, SystemClock())
+    finally:
+        await engine.dispose()
 
 
 @main.group()
@@ -131,15 +161,19 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--role", required=True, type=click.Choice(["integration", "agent", "supervisor", "product", "admin"]))
-@click.option("--name", required=True, help="Who will use it, e.g. the platform or carrier feed name.")
-def token_create(role: str, name: str) -> None:
+@click.option("--role", type=click.Choice(["integration", "agent", "supervisor", "product", "admin"]),
+              help="Role of a service token (not with --user).")
+@click.option("--name", help="Who will use it, e.g. the platform or carrier feed name.")
+@click.option("--user", "username", help="Make a personal token that acts as this user (their role and queues).")
+def token_create(role: str | None, name: str | None, username: str | None) -> None:
     """Create a token and print it once (only its hash is stored)."""
-    token_value = asyncio.run(_create_token(role, name))
+    if bool(username) == bool(role):
+        raise click.UsageError("give either --role (a service token) or --user (a personal token)")
+    token_value = asyncio.run(_create_token(role, name or username or role or "", username))
     click.echo(token_value)
 
 
-async def _create_token(role: str, name: str) -> str:
+async def _create_token(role: str | None, name: str, username: str | None = None) -> str:
     from aftersales.auth.tokens import create_token
     from aftersales.clock import SystemClock
     from aftersales.db import create_engine, create_sessionmaker
@@ -148,7 +182,18 @@ async def _create_token(role: str, name: str) -> str:
     engine = create_engine(settings.database_url)
     try:
         async with create_sessionmaker(engine)() as session:
-            value = await create_token(session, SystemClock(), name=name, role=role)
+            user_id = None
+            if username:
+                from sqlalchemy import select
+
+                from aftersales.auth.models import User
+
+                user = await session.scalar(select(User).where(User.username == username))
+                if user is None:
+                    raise click.ClickException(f"no user {username!r}")
+                role, user_id = user.role, user.id
+            assert role is not None
+            value = await create_token(session, SystemClock(), name=name, role=role, user_id=user_id)
             await session.commit()
             return value
     finally:

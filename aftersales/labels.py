@@ -79,7 +79,14 @@ ROLE = {
     "admin": N_("Admin"),
 }
 
-TABLES = {"role": ROLE, "status": STATUS, "kind": KIND, "action": ACTION, "chain": CHAIN_KIND, "direction": DIRECTION}
+TEAM = {
+    "qc": N_("Quality control"),
+    "script": N_("Live-stream script"),
+    "selection": N_("Product selection"),
+    "logistics": N_("Logistics"),
+}
+
+TABLES = {"team": TEAM, "role": ROLE, "status": STATUS, "kind": KIND, "action": ACTION, "chain": CHAIN_KIND, "direction": DIRECTION}
 
 
 def label(table: str, key: str | None) -> str:

@@ -2,7 +2,16 @@
 
 from aftersales.auth.models import ApiToken, IdempotencyRecord, LoginAttempt, User, WebSession
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
-from aftersales.tickets.models import Ticket, TicketItem, TicketNumberCounter, TimelineEvent
+from aftersales.tickets.models import (
+    PolicyVersion,
+    Queue,
+    QueueMember,
+    Ticket,
+    TicketDecision,
+    TicketItem,
+    TicketNumberCounter,
+    TimelineEvent,
+)
 
 __all__ = [
     "ApiToken",
@@ -20,4 +29,8 @@ __all__ = [
     "User",
     "WebSession",
     "LoginAttempt",
+    "PolicyVersion",
+    "Queue",
+    "QueueMember",
+    "TicketDecision",
 ]

@@ -37,7 +37,7 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    engine = create_engine(database_url())
+    engine = create_engine(database_url(), foreign_keys=False)
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
         await connection.commit()

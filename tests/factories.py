@@ -38,7 +38,8 @@ def ticket_body(order: str = "O-1", **overrides: Any) -> dict[str, Any]:
         "items": [{"sku": "SKU-LIP-01", "quantity": 1}],
         "requested_amount": "89.00",
         "description": "口红断了",
-        "evidence_urls": ["https://img.example.com/1.jpg"],
+        # No photo: a small quality claim with one would be refunded at once by the default policy.
+        "evidence_urls": [],
         "requested_at": (START - timedelta(hours=1)).isoformat(),
     }
     body.update(overrides)

@@ -20,6 +20,8 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(16))
     # SHA-256 of the token: tokens are long random strings, so a fast hash is enough.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # A personal token acts as its user (their role and queues); others act as the integration.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

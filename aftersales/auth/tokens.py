@@ -9,7 +9,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aftersales.auth.models import ROLES, ApiToken
+from aftersales.auth.models import ROLES, ApiToken, User
 from aftersales.auth.principal import Principal
 from aftersales.clock import Clock
 
@@ -22,11 +22,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def create_token(session: AsyncSession, clock: Clock, *, name: str, role: str) -> str:
+async def create_token(session: AsyncSession, clock: Clock, *, name: str, role: str, user_id: int | None = None) -> str:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, role=role, token_hash=hash_token(token), created_at=clock.now()))
+    session.add(ApiToken(name=name, role=role, user_id=user_id, token_hash=hash_token(token), created_at=clock.now()))
     await session.flush()
     return token
 
@@ -42,7 +42,12 @@ class TokenCache:
             return cached[1]
         async with factory() as session:
             row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)))
-        principal = Principal(kind="token", id=row.id, name=row.name, role=row.role) if row else None
+            user = await session.get(User, row.user_id) if row is not None and row.user_id else None
+        principal: Principal | None = None
+        if user is not None and user.active:
+            principal = Principal(kind="user", id=user.id, name=user.username, role=user.role, teams=tuple(user.teams or ()))
+        elif row is not None and row.user_id is None:
+            principal = Principal(kind="token", id=row.id, name=row.name, role=row.role)
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[digest] = (time.monotonic() + CACHE_SECONDS, principal)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from aftersales.db import Base, BigId, Money, UTCDateTime
@@ -69,6 +69,8 @@ class OrderItem(Base):
     category: Mapped[str] = mapped_column(String(64), index=True)
     quantity: Mapped[int]
     unit_price: Mapped[Decimal] = mapped_column(Money)
+    # Excluded from the 7-day no-reason return at checkout (custom-made, perishable, ...).
+    no_reason_excluded: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     order: Mapped[Order] = relationship(back_populates="items", lazy="raise")
 

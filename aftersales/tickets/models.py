@@ -21,6 +21,8 @@ class Ticket(Base):
         Index("ix_tickets_status_requested_id", "status", "requested_at", "id"),
         Index("ix_tickets_queue_status_requested", "queue", "status", "requested_at"),
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
+        # "Next ticket": unassigned work of a queue, most urgent first.
+        Index("ix_tickets_next", "queue", "assignee_id", "status", "sla_due_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -39,6 +41,9 @@ class Ticket(Base):
     queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     assignee_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the resolution target falls due; "next ticket" hands out the earliest first.
+    sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The customer's own request time (from the platform): every SLA clock starts here.
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -94,3 +99,57 @@ class TicketNumberCounter(Base):
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     last: Mapped[int] = mapped_column(Integer)
+
+
+class PolicyVersion(Base):
+    """One version of the auto-approval policy. Published versions are never edited."""
+
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    note: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    published_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class TicketDecision(Base):
+    """What the policy decided at intake, with the facts it saw and every rule's trace."""
+
+    __tablename__ = "ticket_decisions"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    policy_version: Mapped[int] = mapped_column(Integer, index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    suggestion: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    trace: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    explanation: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Queue(Base):
+    __tablename__ = "queues"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name_zh: Mapped[str] = mapped_column(String(100))
+    name_en: Mapped[str] = mapped_column(String(100))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    description: Mapped[str] = mapped_column(Text, default="")
+    auto_assign: Mapped[bool] = mapped_column(default=False)
+    # Most open tickets one agent holds before auto-assignment passes them over.
+    agent_cap: Mapped[int] = mapped_column(Integer, default=20)
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class QueueMember(Base):
+    __tablename__ = "queue_members"
+
+    queue_key: Mapped[str] = mapped_column(ForeignKey("queues.key"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)

@@ -14,18 +14,24 @@ from sqlalchemy.orm import selectinload
 from aftersales.auth.principal import SYSTEM, Principal, carrier_actor
 from aftersales.clock import Clock
 from aftersales.db import dialect_insert
-from aftersales.errors import ActionNotAllowed, InvalidInput, NotFound, StaleVersion
+from aftersales.errors import ActionNotAllowed, Conflict, InvalidInput, NotFound, StaleVersion
 from aftersales.feedback.taxonomy import is_known_reason
 from aftersales.orders.models import Order, OrderItem, Shipment, TrackingEvent
 from aftersales.orders.schemas import ShipmentIn
 from aftersales.orders.service import OrderService
 from aftersales.schemas import money_field
+from aftersales.tickets import policy as policy_rules
 from aftersales.tickets import workflow
-from aftersales.tickets.models import Ticket, TicketItem, TicketNumberCounter, TimelineEvent
+from aftersales.tickets.assignment import AssignmentService
+from aftersales.tickets.facts import gather_facts
+from aftersales.tickets.models import Ticket, TicketDecision, TicketItem, TicketNumberCounter, TimelineEvent
+from aftersales.tickets.policy_service import PolicyService
 from aftersales.tickets.schemas import ActionIn, TicketIn
 
 # Kinds where goods move, so the request must say which items.
 KINDS_WITH_ITEMS = frozenset({"return_refund", "exchange", "reship"})
+# The closure promise: until SLA policies exist every ticket is due 48 h after the request.
+RESOLUTION_TARGET = timedelta(hours=48)
 # A platform clock a little ahead of ours is not an error; a request from the future is.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -78,6 +84,7 @@ class TicketService:
             updated_at=now,
             priority=0,
             version=1,
+            sla_due_at=requested_at + RESOLUTION_TARGET,
         )
         self.session.add(ticket)
         await self.session.flush()
@@ -87,7 +94,7 @@ class TicketService:
                 TicketItem(ticket_id=ticket.id, order_item_id=by_sku[item.sku].id, sku=item.sku, quantity=item.quantity)
             )
         self._record(ticket.id, requested_at, actor, "open", None, "requested", data.description, {"received_at": now.isoformat()})
-        await self._decide_intake(ticket)
+        await self._decide_intake(ticket, order, [by_sku[item.sku] for item in data.items])
         await self.session.flush()
         return ticket, True
 
@@ -138,16 +145,35 @@ class TicketService:
         seq = (await self.session.execute(stmt)).scalar_one()
         return f"AS-{day:%Y%m%d}-{seq:06d}"
 
-    async def _decide_intake(self, ticket: Ticket) -> None:
-        # Until the auto-approval policy exists every request is reviewed by a person.
-        await self._move(
-            ticket,
-            "route_to_review",
-            SYSTEM,
-            note="manual review: no auto-approval policy is active",
-            data={"queue": "general"},
-            extra={"queue": "general"},
-        )
+    async def _decide_intake(self, ticket: Ticket, order: Order, claimed: list[OrderItem]) -> None:
+        """Apply the published policy: approve the standard cases, route the rest to a queue."""
+        current = await PolicyService(self.session, self.clock).current()
+        facts = await gather_facts(self.session, ticket, order, claimed, self.tz)
+        decision = policy_rules.evaluate(current.policy, facts)
+        outcome = decision.outcome
+        explanation = decision.explain()
+        if outcome.decision in ("approve", "fast_refund"):
+            action = "auto_approve" if outcome.decision == "approve" else "fast_refund"
+            if (ticket.status, action) not in workflow.TRANSITIONS[ticket.kind]:
+                # The rule asked for a step this kind cannot take: a person decides instead.
+                outcome = current.policy.default
+                explanation += f" · {action} is not possible for {ticket.kind} → queue {outcome.queue}"
+        self.session.add(TicketDecision(
+            ticket_id=ticket.id, policy_version=current.version, decision=outcome.decision, rule=decision.rule,
+            queue=outcome.queue, priority=outcome.priority, suggestion=outcome.suggestion, facts=facts,
+            trace=decision.trace, explanation=explanation, decided_at=self.clock.now(),
+        ))
+        data = {"policy_version": current.version, "rule": decision.rule, "suggestion": outcome.suggestion}
+        extra: dict[str, Any] = {"policy_version": current.version}
+        if outcome.decision == "queue":
+            extra.update(queue=outcome.queue, priority=outcome.priority)
+            await self._move(ticket, "route_to_review", SYSTEM, note=explanation, data={**data, "queue": outcome.queue}, extra=extra)
+            await AssignmentService(self.session, self.clock).auto_assign(ticket, SYSTEM)
+            return
+        # An automatic decision is an immediate first response.
+        extra["first_response_at"] = self.clock.now()
+        action = "auto_approve" if outcome.decision == "approve" else "fast_refund"
+        await self._move(ticket, action, SYSTEM, note=explanation, data=data, extra=extra)
 
     # -- actions --------------------------------------------------------------------------
 
@@ -161,6 +187,9 @@ class TicketService:
                 current_version=ticket.version,
                 ticket_status=ticket.status,
             )
+        if actor.role == "agent" and ticket.assignee_id not in (None, actor.id) and action not in ("note",):
+            raise Conflict(f"ticket {ticket.number} is assigned to another agent; ask a supervisor to reassign it",
+                           assignee_id=ticket.assignee_id)
         handler = getattr(self, f"_prepare_{action}", None)
         extra, details = (await handler(ticket, data)) if handler else ({}, {})
         await self._move(ticket, action, actor, note=data.note, data=details, extra=extra, passed=data.passed)

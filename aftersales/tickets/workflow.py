@@ -45,7 +45,7 @@ USER_ACTIONS = (
     "reply",
 )
 # Actions only the system takes: intake decisions and carrier events.
-SYSTEM_ACTIONS = ("auto_approve", "route_to_review", "return_delivered", "replacement_delivered")
+SYSTEM_ACTIONS = ("auto_approve", "fast_refund", "route_to_review", "return_delivered", "replacement_delivered")
 
 # Actions that only write the timeline and never move the status: an internal note, and a
 # customer-facing reply (which, unlike a note, counts as a response to the customer).
@@ -106,10 +106,12 @@ def _approvals(kind: str) -> dict[tuple[str, str], str]:
 
 
 TRANSITIONS: dict[str, dict[tuple[str, str], str]] = {
-    "refund_only": {**_COMMON, **_approvals("refund_only"), **_REFUND_LEG},
+    "refund_only": {**_COMMON, **_approvals("refund_only"), ("requested", "fast_refund"): "refunding", **_REFUND_LEG},
     "return_refund": {
         **_COMMON,
         **_approvals("return_refund"),
+        # A small quality claim with evidence is refunded without asking for the goods back.
+        ("requested", "fast_refund"): "refunding",
         **_RETURN_LEG,
         ("return_received", "inspection_passed"): "refunding",
         **_REFUND_LEG,

@@ -1,0 +1,127 @@
+"""Who works which ticket: next ticket, claim, release, reassign and auto-assignment.
+
+Ownership changes are conditional UPDATEs on `assignee_id`, so two agents can never both
+own a ticket; "next ticket" on PostgreSQL also skips rows another agent is taking right now.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aftersales.auth.models import User
+from aftersales.auth.principal import Principal
+from aftersales.clock import Clock
+from aftersales.errors import Conflict, Forbidden, InvalidInput, NotFound
+from aftersales.tickets.models import Queue, QueueMember, Ticket, TimelineEvent
+
+# Statuses where the next move is the merchant's: these are what an agent is handed.
+WORKABLE = ("pending_review", "return_received", "approved", "refunding", "refunded", "rejected")
+ASSIGN_ANYONE = ("supervisor", "admin")
+
+
+class AssignmentService:
+    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+        self.session = session
+        self.clock = clock
+
+    async def queues_of(self, user_id: int) -> list[str]:
+        query = select(QueueMember.queue_key).join(Queue, Queue.key == QueueMember.queue_key).where(
+            QueueMember.user_id == user_id, Queue.active.is_(True)
+        )
+        return list((await self.session.execute(query)).scalars())
+
+    async def next_ticket(self, agent: Principal) -> Ticket | None:
+        """The most urgent unassigned ticket of the agent's queues: SLA due, then priority, then age."""
+        assert agent.id is not None
+        queues = await self.queues_of(agent.id)
+        if not queues:
+            return None
+        for _ in range(5):
+            candidate = select(Ticket.id).where(
+                Ticket.queue.in_(queues), Ticket.assignee_id.is_(None), Ticket.status.in_(WORKABLE)
+            ).order_by(Ticket.sla_due_at.asc(), Ticket.priority.desc(), Ticket.requested_at.asc(), Ticket.id.asc()).limit(1)
+            if self.session.get_bind().dialect.name == "postgresql":
+                candidate = candidate.with_for_update(skip_locked=True)
+            ticket_id = await self.session.scalar(candidate)
+            if ticket_id is None:
+                return None
+            if await self._take(ticket_id, agent, expected_assignee=None, action="assign_next"):
+                return await self.session.get(Ticket, ticket_id, populate_existing=True)
+        return None
+
+    async def claim(self, ticket_id: int, agent: Principal) -> Ticket:
+        ticket = await self._get(ticket_id)
+        if ticket.assignee_id == agent.id:
+            return ticket
+        if ticket.assignee_id is not None:
+            raise Conflict(f"ticket {ticket.number} is already assigned", assignee_id=ticket.assignee_id)
+        if not await self._take(ticket_id, agent, expected_assignee=None, action="claim"):
+            raise Conflict(f"ticket {ticket.number} was just taken by someone else")
+        return await self._get(ticket_id)
+
+    async def release(self, ticket_id: int, agent: Principal) -> Ticket:
+        ticket = await self._get(ticket_id)
+        if ticket.assignee_id is None:
+            return ticket
+        if ticket.assignee_id != agent.id and agent.role not in ASSIGN_ANYONE:
+            raise Forbidden(f"ticket {ticket.number} is assigned to someone else")
+        await self._set(ticket, None, agent, "release", expected_assignee=ticket.assignee_id)
+        return await self._get(ticket_id)
+
+    async def assign(self, ticket_id: int, user_id: int | None, by: Principal) -> Ticket:
+        if by.role not in ASSIGN_ANYONE:
+            raise Forbidden("only a supervisor can assign tickets to others")
+        ticket = await self._get(ticket_id)
+        if user_id is not None:
+            user = await self.session.get(User, user_id)
+            if user is None or not user.active or user.role not in ("agent", "supervisor"):
+                raise InvalidInput.on("user_id", "is not an active agent")
+        await self._set(ticket, user_id, by, "assign", expected_assignee=ticket.assignee_id)
+        return await self._get(ticket_id)
+
+    async def auto_assign(self, ticket: Ticket, by: Principal) -> int | None:
+        """Give the ticket to the member of its queue with the fewest open tickets, under the cap."""
+        queue = await self.session.get(Queue, ticket.queue) if ticket.queue else None
+        if queue is None or not queue.auto_assign:
+            return None
+        load = (
+            select(QueueMember.user_id, func.count(Ticket.id).label("open"))
+            .join(User, User.id == QueueMember.user_id)
+            .outerjoin(Ticket, (Ticket.assignee_id == QueueMember.user_id) & Ticket.status.in_(WORKABLE))
+            .where(QueueMember.queue_key == queue.key, User.active.is_(True))
+            .group_by(QueueMember.user_id)
+            .order_by(func.count(Ticket.id).asc(), QueueMember.user_id.asc())
+        )
+        for user_id, open_count in (await self.session.execute(load)).all():
+            if open_count < queue.agent_cap:
+                await self._set(ticket, user_id, by, "auto_assign", expected_assignee=None)
+                return user_id
+        return None
+
+    async def _take(self, ticket_id: int, agent: Principal, *, expected_assignee: int | None, action: str) -> bool:
+        ticket = await self._get(ticket_id)
+        try:
+            await self._set(ticket, agent.id, agent, action, expected_assignee=expected_assignee)
+        except Conflict:
+            return False
+        return True
+
+    async def _set(self, ticket: Ticket, user_id: int | None, by: Principal, action: str, *, expected_assignee: int | None) -> None:
+        condition = Ticket.assignee_id.is_(None) if expected_assignee is None else Ticket.assignee_id == expected_assignee
+        result = await self.session.execute(
+            update(Ticket).where(Ticket.id == ticket.id, condition).values(assignee_id=user_id, updated_at=self.clock.now())
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"ticket {ticket.number} changed hands meanwhile; reload it")
+        self.session.add(TimelineEvent(
+            ticket_id=ticket.id, at=self.clock.now(), actor=by.actor, action=action, from_status=None, to_status=None,
+            note="", data={"from_assignee": expected_assignee, "to_assignee": user_id},
+        ))
+        await self.session.flush()
+
+    async def _get(self, ticket_id: int) -> Ticket:
+        ticket = await self.session.get(Ticket, ticket_id, populate_existing=True)
+        if ticket is None:
+            raise NotFound(f"ticket {ticket_id} does not exist")
+        return ticket
