@@ -25,8 +25,9 @@ from aftersales.orders.controllers import OrderController
 from aftersales.pages import LANG_COOKIE, STATIC, template_config
 from aftersales.settings import Settings
 from aftersales.tickets.controllers import TicketController
-from aftersales.tickets.pages import TicketPages
+from aftersales.tickets.pages import AssignmentPages, TicketPages
 from aftersales.tickets.policy_api import PolicyController
+from aftersales.tickets.policy_pages import NextTicketPage, PolicyPages
 from aftersales.web import provide_clock, provide_db_session, provide_settings
 
 
@@ -64,7 +65,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             PolicyController,
             AuthController,
             TicketPages,
+            AssignmentPages,
             FeedbackPages,
+            PolicyPages,
+            NextTicketPage,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         before_request=choose_locale,

@@ -58,6 +58,12 @@ ACTION = {
     "return_delivered": N_("Return parcel delivered"),
     "replacement_delivered": N_("Replacement delivered"),
     "carrier_event": N_("Carrier event"),
+    "fast_refund": N_("Refunded at once"),
+    "claim": N_("Claimed"),
+    "release": N_("Released"),
+    "assign": N_("Assigned"),
+    "assign_next": N_("Taken as next ticket"),
+    "auto_assign": N_("Assigned automatically"),
     "order_placed": N_("Order placed"),
     "order_paid": N_("Order paid"),
 }
@@ -86,7 +92,19 @@ TEAM = {
     "logistics": N_("Logistics"),
 }
 
-TABLES = {"team": TEAM, "role": ROLE, "status": STATUS, "kind": KIND, "action": ACTION, "chain": CHAIN_KIND, "direction": DIRECTION}
+FACT = {
+    "kind": N_("kind"), "reason": N_("reason"), "reason_group": N_("reason group"), "quality": N_("quality claim"),
+    "amount": N_("amount"), "amount_share": N_("share of paid"), "categories": N_("categories"), "products": N_("products"),
+    "shipped": N_("shipped"), "delivered": N_("delivered"), "days_since_signed": N_("days since sign-for"),
+    "window_open": N_("7-day window open"), "excluded": N_("excluded from 7-day return"), "evidence": N_("evidence attached"),
+    "requests_30d": N_("requests in 30 days"), "requests_90d": N_("requests in 90 days"), "refunds_30d": N_("refunds in 30 days"),
+    "refunds_90d": N_("refunds in 90 days"), "rejections_90d": N_("rejections in 90 days"), "session": N_("live session"),
+    "host": N_("host"), "customer": N_("customer"),
+}
+
+DECISION = {"approve": N_("approved automatically"), "fast_refund": N_("refunded at once"), "queue": N_("sent to queue")}
+
+TABLES = {"fact": FACT, "decision": DECISION, "team": TEAM, "role": ROLE, "status": STATUS, "kind": KIND, "action": ACTION, "chain": CHAIN_KIND, "direction": DIRECTION}
 
 
 def label(table: str, key: str | None) -> str:

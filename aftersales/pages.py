@@ -104,6 +104,16 @@ def status_badge(status: str) -> Markup:
     return Markup(f'<span class="badge status-{escape(status)}" data-status="{escape(status)}">{text}</span>')
 
 
+def condition_text(c: dict[str, Any]) -> str:
+    """One checked condition in plain words: 'amount ¥89 ≤ ¥200 ✓'."""
+    from aftersales.tickets.policy import SYMBOLS, _show
+
+    money = c["fact"] == "amount"
+    actual = f"¥{c['actual']}" if money and c["actual"] is not None else _show(c["actual"])
+    expected = f"¥{c['expected']}" if money else _show(c["expected"])
+    return f"{labels.label('fact', c['fact'])} {actual} {SYMBOLS[c['op']]} {expected} {'✓' if c['held'] else '✗'}"
+
+
 def template_config(zone: Any) -> TemplateConfig[JinjaTemplateEngine]:
     def configure(engine: JinjaTemplateEngine) -> None:
         env = engine.engine
@@ -116,6 +126,7 @@ def template_config(zone: Any) -> TemplateConfig[JinjaTemplateEngine]:
             carrier_status=carrier_status_label,
             label=labels.label,
             status_badge=status_badge,
+            condition_text=condition_text,
         )
         env.trim_blocks = True
         env.lstrip_blocks = True

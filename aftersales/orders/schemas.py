@@ -36,6 +36,8 @@ class OrderItemIn(msgspec.Struct, kw_only=True):
     category: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     quantity: Quantity
     unit_price: Decimal
+    # Excluded from the 7-day no-reason return at checkout (custom-made, perishable, unsealed digital...).
+    no_reason_excluded: bool = False
 
 
 class OrderIn(msgspec.Struct, kw_only=True):
@@ -57,6 +59,7 @@ class OrderItemOut(msgspec.Struct, kw_only=True):
     category: str
     quantity: int
     unit_price: Decimal
+    no_reason_excluded: bool = False
 
 
 class LiveSessionOut(msgspec.Struct, kw_only=True):
@@ -164,6 +167,7 @@ def order_out(order: "Order", *, created: bool = False) -> OrderOut:
             OrderItemOut(
                 id=i.id, sku=i.sku, product_id=i.product_id, product_name=i.product_name,
                 category=i.category, quantity=i.quantity, unit_price=i.unit_price,
+                no_reason_excluded=i.no_reason_excluded,
             )
             for i in order.items
         ],

@@ -100,6 +100,7 @@ class OrderService:
                 "category": item.category,
                 "quantity": item.quantity,
                 "unit_price": item.unit_price,
+                "no_reason_excluded": item.no_reason_excluded,
             }
             if item.sku in existing:
                 await self.session.execute(update(OrderItem).where(OrderItem.id == existing[item.sku].id).values(**fields))
@@ -252,11 +253,15 @@ class OrderService:
 
     async def _shipments_for(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Shipment]:
         found: dict[tuple[str, str], Shipment] = {}
-        numbers = sorted({tn for _, tn in keys})
-        for start in range(0, len(numbers), 500):
-            chunk = numbers[start : start + 500]
-            result = await self.session.execute(select(Shipment).where(Shipment.tracking_number.in_(chunk)))
-            for s in result.scalars():
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            # Two IN lists (not a row-value IN, which SQLite scans) so the unique
+            # (carrier, tracking_number) index is searched on both backends.
+            carriers_in = sorted({c for c, _ in chunk})
+            numbers_in = sorted({n for _, n in chunk})
+            query = select(Shipment).where(Shipment.carrier.in_(carriers_in), Shipment.tracking_number.in_(numbers_in))
+            for s in (await self.session.execute(query)).scalars():
                 if (s.carrier, s.tracking_number) in keys:
                     found[(s.carrier, s.tracking_number)] = s
         return found

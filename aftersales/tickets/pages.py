@@ -23,6 +23,10 @@ from aftersales.tickets import macros, workflow
 from aftersales.tickets.repository import TicketChain, TicketFilter, TicketRepository
 from aftersales.tickets.schemas import ActionIn
 from aftersales.tickets.service import TicketService
+from aftersales.tickets.models import TicketDecision
+from aftersales.auth.models import User
+from aftersales.tickets.assignment import AssignmentService
+from sqlalchemy import select
 
 OPEN_STATUSES = [s for s in workflow.STATUSES if s not in workflow.FINAL_STATUSES and s != "requested"]
 QUEUE_BLOCKS = ("ticket_list",)
@@ -63,6 +67,7 @@ class TicketPages(Controller):
             "kinds": workflow.KINDS,
             "reasons": list(REASONS),
             "assignee": params.get("assignee", ""),
+            "empty": params.get("empty") == "1",
             "date_from": params.get("from", ""),
             "date_to": params.get("to", ""),
             "sort": params.get("sort", "-requested_at"),
@@ -104,12 +109,53 @@ class TicketPages(Controller):
         return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS, status_code=status_code, block=block)
 
 
+class AssignmentPages(Controller):
+    include_in_schema = False
+    guards = [requires(*WORK_TICKETS)]
+    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+
+    @post("/tickets/{ticket_id:int}/owner")
+    async def change_owner(self, request: Request[Any, Any, Any], ticket_id: int, db_session: AsyncSession, clock: Clock) -> Template | Redirect:
+        """Claim, release or (supervisors) assign, from the ticket page."""
+        form = await request.form()
+        principal = current_principal(request)
+        service = AssignmentService(db_session, clock)
+        error, status_code = None, 200
+        try:
+            intent = str(form.get("intent", ""))
+            if intent == "claim":
+                await service.claim(ticket_id, principal)
+            elif intent == "release":
+                await service.release(ticket_id, principal)
+            elif intent == "assign":
+                raw = str(form.get("user_id", ""))
+                await service.assign(ticket_id, int(raw) if raw.isdigit() else None, principal)
+            else:
+                raise InvalidInput.on("intent", "must be claim, release or assign")
+            await db_session.commit()
+        except DomainError as exc:
+            await db_session.rollback()
+            error, status_code = exc.detail, exc.status_code
+        if error is None and request.headers.get("hx-request") != "true":
+            return Redirect(f"/tickets/{ticket_id}", status_code=303)
+        chain = await TicketRepository(db_session).load_chain(ticket_id)
+        context = await _ticket_context(request, db_session, chain, clock)
+        context["error"] = error
+        block = "ticket_main" if request.headers.get("hx-request") == "true" else None
+        return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS, status_code=status_code, block=block)
+
+
 async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSession, chain: TicketChain, clock: Clock) -> dict[str, Any]:
     t = chain.ticket
     principal = current_principal(request)
     order = t.order
     claimed = chain.ticket_items()
     history = await TicketRepository(db_session).customer_history(t.customer_id, exclude_id=t.id)
+    decision = await db_session.get(TicketDecision, t.id)
+    assignee = await db_session.get(User, t.assignee_id) if t.assignee_id else None
+    people = list((await db_session.execute(
+        select(User).where(User.role.in_(("agent", "supervisor")), User.active.is_(True)).order_by(User.username)
+    )).scalars()) if principal.role in ("supervisor", "admin") else []
     actions = workflow.allowed_actions(t.kind, t.status)
     macro_data = {
         "customer": order.customer.name or order.customer.external_id,
@@ -133,6 +179,10 @@ async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSess
         "now": clock.now(),
         "error": None,
         "notice": None,
+        "decision": decision,
+        "matched_rule": next((r for r in decision.trace if r["matched"]), None) if decision else None,
+        "assignee": assignee,
+        "people": people,
     }
 
 

@@ -187,7 +187,8 @@ class TicketService:
                 current_version=ticket.version,
                 ticket_status=ticket.status,
             )
-        if actor.role == "agent" and ticket.assignee_id not in (None, actor.id) and action not in ("note",):
+        owned_by_other = ticket.assignee_id is not None and not (actor.kind == "user" and actor.id == ticket.assignee_id)
+        if actor.role == "agent" and owned_by_other and action != "note":
             raise Conflict(f"ticket {ticket.number} is assigned to another agent; ask a supervisor to reassign it",
                            assignee_id=ticket.assignee_id)
         handler = getattr(self, f"_prepare_{action}", None)

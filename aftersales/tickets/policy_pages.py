@@ -1,0 +1,148 @@
+"""Supervisor pages: the policy editor and simulator, queues and their members, next ticket."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.response import Redirect, Template
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from aftersales import i18n
+from aftersales.auth.guards import WORK_TICKETS, current_principal, requires
+from aftersales.auth.models import User
+from aftersales.clock import Clock
+from aftersales.errors import DomainError, InvalidInput
+from aftersales.pages import page_auth_error, render
+from aftersales.settings import Settings
+from aftersales.tickets.assignment import AssignmentService
+from aftersales.tickets.policy_api import SUPERVISE, QueueIn, _queues_out, save_queue
+from aftersales.tickets.policy_service import PolicyService
+
+HANDLERS = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+
+
+class PolicyPages(Controller):
+    include_in_schema = False
+    guards = [requires(*SUPERVISE)]
+    exception_handlers = HANDLERS
+
+    @get("/policy")
+    async def policy(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template:
+        return render(request, "policy/policy.html", await _policy_context(db_session, clock, settings), blocks=("policy_editor", "policy_versions"))
+
+    @post("/policy")
+    async def policy_action(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template | Redirect:
+        """One form, three buttons: check & simulate the draft, save it, or publish a saved draft."""
+        form = await request.form()
+        text = str(form.get("text", ""))
+        note = str(form.get("note", ""))
+        intent = str(form.get("intent", "simulate"))
+        service = PolicyService(db_session, clock)
+        context = await _policy_context(db_session, clock, settings, text=text, note=note)
+        context["start"], context["end"] = str(form.get("start") or context["start"]), str(form.get("end") or context["end"])
+        status_code = 200
+        try:
+            if intent == "publish":
+                version = int(str(form.get("version", "0")))
+                await service.publish(version, current_principal(request).actor)
+                await db_session.commit()
+                return Redirect("/policy", status_code=303)
+            if intent == "save":
+                row = await service.save_draft(text, note, current_principal(request).actor)
+                await db_session.commit()
+                context = await _policy_context(db_session, clock, settings, text=text, note=note)
+                context["notice"] = i18n.gettext("Saved as draft version %(v)s. Simulate it, then publish.", v=row.version)
+            else:
+                start = _day(context["start"], settings, "start")
+                end = _day(context["end"], settings, "end", next_day=True)
+                context["simulation"] = await service.simulate(text, start, end, max_listed=50)
+        except DomainError as exc:
+            await db_session.rollback()
+            context["error"], status_code = exc.detail, exc.status_code
+        return render(request, "policy/policy.html", context, blocks=("policy_editor",), status_code=status_code)
+
+    @get("/queues")
+    async def queues(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template:
+        return render(request, "policy/queues.html", await _queues_context(db_session), blocks=("queue_table",))
+
+    @post("/queues/{key:str}")
+    async def save(self, request: Request[Any, Any, Any], key: str, db_session: AsyncSession) -> Template | Redirect:
+        form = await request.form()
+        try:
+            data = QueueIn(
+                name_zh=str(form.get("name_zh", "")).strip() or key, name_en=str(form.get("name_en", "")).strip() or key,
+                priority=_int(form.get("priority"), "priority"), description=str(form.get("description", "")),
+                auto_assign=form.get("auto_assign") == "on", agent_cap=_int(form.get("agent_cap") or 20, "agent_cap"),
+                active=form.get("active") == "on", members=[_int(m, "members") for m in form.getall("members", [])],
+            )
+            await save_queue(db_session, key, data)
+            await db_session.commit()
+        except DomainError as exc:
+            await db_session.rollback()
+            context = await _queues_context(db_session)
+            context["error"] = exc.detail
+            return render(request, "policy/queues.html", context, blocks=("queue_table",), status_code=exc.status_code)
+        if request.headers.get("hx-request") == "true":
+            context = await _queues_context(db_session)
+            context["notice"] = i18n.gettext("Queue %(key)s saved.", key=key)
+            return render(request, "policy/queues.html", context, block="queue_table")
+        return Redirect("/queues", status_code=303)
+
+
+class NextTicketPage(Controller):
+    include_in_schema = False
+    guards = [requires(*WORK_TICKETS)]
+    exception_handlers = HANDLERS
+
+    @post("/queue/next")
+    async def next_ticket(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock) -> Redirect:
+        ticket = await AssignmentService(db_session, clock).next_ticket(current_principal(request))
+        await db_session.commit()
+        if ticket is None:
+            return Redirect("/queue?empty=1", status_code=303)
+        return Redirect(f"/tickets/{ticket.id}", status_code=303)
+
+
+async def _policy_context(db_session: AsyncSession, clock: Clock, settings: Settings, *, text: str | None = None, note: str = "") -> dict[str, Any]:
+    service = PolicyService(db_session, clock)
+    current = await service.current()
+    versions = await service.versions()
+    current_text = next((v.text for v in versions if v.version == current.version), "")
+    today = clock.now().astimezone(settings.zone).date()
+    return {
+        "current_version": current.version,
+        "versions": versions,
+        "text": text if text is not None else current_text,
+        "note": note,
+        "start": (today - timedelta(days=60)).isoformat(),
+        "end": today.isoformat(),
+        "simulation": None,
+        "error": None,
+        "notice": None,
+    }
+
+
+async def _queues_context(db_session: AsyncSession) -> dict[str, Any]:
+    people = list((await db_session.execute(
+        select(User).where(User.role.in_(("agent", "supervisor")), User.active.is_(True)).order_by(User.username)
+    )).scalars())
+    return {"queues": await _queues_out(db_session), "people": people, "error": None, "notice": None}
+
+
+def _day(value: str, settings: Settings, field: str, *, next_day: bool = False) -> datetime:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput.on(field, "is not a date (YYYY-MM-DD)") from exc
+    return datetime.combine(day + timedelta(days=1 if next_day else 0), time.min, tzinfo=settings.zone)
+
+
+def _int(value: Any, field: str) -> int:
+    try:
+        return int(str(value))
+    except ValueError as exc:
+        raise InvalidInput.on(field, "must be a whole number") from exc
