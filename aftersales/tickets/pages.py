@@ -75,6 +75,7 @@ class TicketPages(Controller):
             "first_url": "/queue" + (f"?{base_query}" if base_query else ""),
             "next_url": f"/queue?{base_query}{'&' if base_query else ''}cursor={next_cursor}" if next_cursor else None,
         }
+        context["queue_names"] = await queue_names(db_session)
         return render(request, "tickets/queue.html", context, blocks=QUEUE_BLOCKS)
 
     @get("/tickets/{ticket_id:int}")
@@ -180,6 +181,7 @@ async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSess
         "error": None,
         "notice": None,
         "decision": decision,
+        "queue_names": await queue_names(db_session),
         "matched_rule": next((r for r in decision.trace if r["matched"]), None) if decision else None,
         "assignee": assignee,
         "people": people,
@@ -209,6 +211,14 @@ async def _action_from_form(db_session: AsyncSession, ticket_id: int, action: st
         return msgspec.convert(raw, ActionIn, strict=False)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc)) from exc
+
+
+async def queue_names(db_session: AsyncSession) -> dict[str, str]:
+    """Queue keys to their name in the reader's language."""
+    from aftersales.tickets.models import Queue
+
+    rows = (await db_session.execute(select(Queue.key, Queue.name_zh, Queue.name_en))).all()
+    return {key: (zh if i18n.get_locale() == "zh_CN" else en) for key, zh, en in rows}
 
 
 def _explain(exc: DomainError) -> str:
