@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Litestar, Request, get
@@ -46,7 +47,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     settings = settings or Settings.from_env()
     engine = create_engine(settings.database_url, echo=settings.sql_echo, pool_size=settings.db_pool_size)
 
+    worker_stop = asyncio.Event()
+    worker_tasks: list[asyncio.Task[None]] = []
+
+    async def start_worker(app: Litestar) -> None:
+        # On the embedded default one process does everything; with PostgreSQL run `aftersales worker`.
+        if settings.run_worker == "on" or (settings.run_worker == "auto" and settings.is_sqlite):
+            from aftersales.worker import run_forever
+
+            worker_tasks.append(asyncio.create_task(
+                run_forever(app.state.sessionmaker, app.state.clock, interval=settings.worker_interval_seconds, stop=worker_stop)
+            ))
+
     async def dispose_engine(app: Litestar) -> None:
+        worker_stop.set()
+        for task in worker_tasks:
+            await task
         await engine.dispose()
 
     async def choose_locale(request: Request[Any, Any, Any]) -> None:
@@ -85,6 +101,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         exception_handlers={**EXCEPTION_HANDLERS, IntegrityError: integrity_error_handler},
+        on_startup=[start_worker],
         on_shutdown=[dispose_engine],
         openapi_config=OpenAPIConfig(
             title="aftersales",

@@ -34,12 +34,14 @@ async def _ensure_defaults(database_url: str) -> None:
     """The shipped queues and auto-approval policy (never overwrites an operator's edits)."""
     from aftersales.clock import SystemClock
     from aftersales.db import create_engine, create_sessionmaker
+    from aftersales.sla.service import SlaService
     from aftersales.tickets.policy_service import PolicyService
 
     engine = create_engine(database_url)
     try:
         async with create_sessionmaker(engine)() as session:
             await PolicyService(session, SystemClock()).ensure_defaults()
+            await SlaService(session, SystemClock()).ensure_default_policy()
             await session.commit()
     finally:
         await engine.dispose()
@@ -80,6 +82,41 @@ def serve(host: str | None, port: int | None, workers: int, do_migrate: bool) ->
         "aftersales.app:create_app", factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False, lifespan="on",
     )
+
+
+@main.command()
+@click.option("--interval", default=None, type=float, help="Seconds between passes (default AFTERSALES_WORKER_INTERVAL_SECONDS).")
+@click.option("--once", is_flag=True, help="Do one pass and exit.")
+def worker(interval: float | None, once: bool) -> None:
+    """Run the periodic work: SLA warnings and escalation, webhook delivery. Run as many as you like."""
+    import logging
+
+    import httpx
+
+    from aftersales.clock import SystemClock
+    from aftersales.db import create_engine, create_sessionmaker
+    from aftersales.worker import run_forever, run_once
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    engine = create_engine(settings.database_url)
+    factory = create_sessionmaker(engine)
+
+    async def go() -> None:
+        try:
+            if once:
+                async with httpx.AsyncClient() as client:
+                    click.echo(await run_once(factory, SystemClock(), client))
+            else:
+                click.echo(f"worker running every {interval or settings.worker_interval_seconds:g} s (Ctrl-C to stop)")
+                await run_forever(factory, SystemClock(), interval=interval or settings.worker_interval_seconds)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

@@ -1,6 +1,8 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
 from aftersales.auth.models import ApiToken, IdempotencyRecord, LoginAttempt, User, WebSession
+from aftersales.notifications.models import DeliveryAttempt, Notification, OutboxMessage, WebhookEndpoint
+from aftersales.sla.models import SlaEvent, SlaPolicy
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
 from aftersales.tickets.models import (
     PolicyVersion,
@@ -33,4 +35,10 @@ __all__ = [
     "Queue",
     "QueueMember",
     "TicketDecision",
+    "DeliveryAttempt",
+    "Notification",
+    "OutboxMessage",
+    "WebhookEndpoint",
+    "SlaEvent",
+    "SlaPolicy",
 ]

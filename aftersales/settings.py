@@ -27,6 +27,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     page_size_default: int = 50
     page_size_max: int = 200
     db_pool_size: int = 10
+    # Periodic work (SLA warnings, webhook delivery, digests) inside `serve`: "auto" runs it on the
+    # embedded SQLite default; with PostgreSQL run `aftersales worker` processes instead.
+    run_worker: str = "auto"
+    worker_interval_seconds: float = 15.0
     sql_echo: bool = False
 
     @classmethod

@@ -55,7 +55,8 @@ def backend(database_url: str) -> str:
 
 @pytest.fixture()
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, db_pool_size=5)
+    # The periodic worker is driven explicitly by the tests that need it.
+    return Settings(database_url=database_url, db_pool_size=5, run_worker="off")
 
 
 @pytest.fixture()

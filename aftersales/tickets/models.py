@@ -23,6 +23,8 @@ class Ticket(Base):
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
         # "Next ticket": unassigned work of a queue, most urgent first.
         Index("ix_tickets_next", "queue", "assignee_id", "status", "sla_due_at"),
+        # SLA reports: tickets closed in a period.
+        Index("ix_tickets_closed_at", "closed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -41,8 +43,22 @@ class Ticket(Base):
     queue: Mapped[str | None] = mapped_column(String(64), nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     assignee_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # SLA clocks, kept current by aftersales.sla.service (derived from sla_events, recomputable).
     # When the resolution target falls due; "next ticket" hands out the earliest first.
     sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sla_policy_id: Mapped[int | None] = mapped_column(ForeignKey("sla_policies.id"), nullable=True)
+    first_response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Merchant seconds accumulated up to sla_running_since (NULL while paused or stopped).
+    sla_elapsed_seconds: Mapped[float] = mapped_column(default=0.0, server_default="0")
+    sla_running_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sla_next_alert_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # Warnings already fired, as "metric:threshold" keys (the sla_events unique index is the guard).
+    sla_alerts_fired: Mapped[list[str]] = mapped_column(JSONType, default=list, server_default="[]")
+    # Set when the resolution clock stops at closure: merchant seconds and whether within target.
+    resolution_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    resolution_met: Mapped[bool | None] = mapped_column(nullable=True)
+    first_response_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    first_response_met: Mapped[bool | None] = mapped_column(nullable=True)
     policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The customer's own request time (from the platform): every SLA clock starts here.
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -22,6 +22,7 @@ from aftersales.orders.service import OrderService
 from aftersales.schemas import money_field
 from aftersales.tickets import policy as policy_rules
 from aftersales.tickets import workflow
+from aftersales.sla.service import SlaService
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.facts import gather_facts
 from aftersales.tickets.models import Ticket, TicketDecision, TicketItem, TicketNumberCounter, TimelineEvent
@@ -30,8 +31,6 @@ from aftersales.tickets.schemas import ActionIn, TicketIn
 
 # Kinds where goods move, so the request must say which items.
 KINDS_WITH_ITEMS = frozenset({"return_refund", "exchange", "reship"})
-# The closure promise: until SLA policies exist every ticket is due 48 h after the request.
-RESOLUTION_TARGET = timedelta(hours=48)
 # A platform clock a little ahead of ours is not an error; a request from the future is.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -84,7 +83,6 @@ class TicketService:
             updated_at=now,
             priority=0,
             version=1,
-            sla_due_at=requested_at + RESOLUTION_TARGET,
         )
         self.session.add(ticket)
         await self.session.flush()
@@ -94,6 +92,7 @@ class TicketService:
                 TicketItem(ticket_id=ticket.id, order_item_id=by_sku[item.sku].id, sku=item.sku, quantity=item.quantity)
             )
         self._record(ticket.id, requested_at, actor, "open", None, "requested", data.description, {"received_at": now.isoformat()})
+        await SlaService(self.session, self.clock).start(ticket)
         await self._decide_intake(ticket, order, [by_sku[item.sku] for item in data.items])
         await self.session.flush()
         return ticket, True
@@ -355,6 +354,9 @@ class TicketService:
         for key, value in values.items():
             setattr(ticket, key, value)
         self._record(ticket.id, now, actor, action, from_status, target, note, data or {})
+        await SlaService(self.session, self.clock).on_transition(
+            ticket, from_status, target, now, first_response="first_response_at" in values
+        )
 
     def _record(
         self, ticket_id: int, at: datetime, actor: Principal, action: str,

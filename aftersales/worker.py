@@ -1,0 +1,49 @@
+"""Periodic work: SLA warnings and webhook delivery. Safe to run in several processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aftersales.clock import Clock
+from aftersales.notifications.service import deliver_due
+from aftersales.sla.tasks import fire_due_alerts
+
+log = logging.getLogger("aftersales.worker")
+
+Task = Callable[[], Awaitable[int]]
+
+
+def tasks(factory: async_sessionmaker[AsyncSession], clock: Clock, client: httpx.AsyncClient) -> dict[str, Task]:
+    return {
+        "sla_alerts": lambda: fire_due_alerts(factory, clock),
+        "webhooks": lambda: deliver_due(factory, clock, client=client),
+    }
+
+
+async def run_once(factory: async_sessionmaker[AsyncSession], clock: Clock, client: httpx.AsyncClient) -> dict[str, int]:
+    done: dict[str, int] = {}
+    for name, task in tasks(factory, clock, client).items():
+        try:
+            done[name] = await task()
+        except Exception:  # one failing task must not stop the others or the loop
+            log.exception("periodic task %s failed", name)
+            done[name] = -1
+    return done
+
+
+async def run_forever(factory: async_sessionmaker[AsyncSession], clock: Clock, *, interval: float, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    async with httpx.AsyncClient() as client:
+        while not stop.is_set():
+            done = await run_once(factory, clock, client)
+            if any(done.values()):
+                log.info("worker pass: %s", done)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
