@@ -34,6 +34,7 @@ async def _ensure_defaults(database_url: str) -> None:
     """The shipped queues and auto-approval policy (never overwrites an operator's edits)."""
     from aftersales.clock import SystemClock
     from aftersales.db import create_engine, create_sessionmaker
+    from aftersales.feedback.service import FeedbackService
     from aftersales.sla.service import SlaService
     from aftersales.tickets.policy_service import PolicyService
 
@@ -42,6 +43,7 @@ async def _ensure_defaults(database_url: str) -> None:
         async with create_sessionmaker(engine)() as session:
             await PolicyService(session, SystemClock()).ensure_defaults()
             await SlaService(session, SystemClock()).ensure_default_policy()
+            await FeedbackService(session, SystemClock()).ensure_defaults()
             await session.commit()
     finally:
         await engine.dispose()

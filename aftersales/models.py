@@ -1,6 +1,7 @@
 """Imports every model so that metadata (and Alembic) sees all tables."""
 
 from aftersales.auth.models import ApiToken, IdempotencyRecord, LoginAttempt, User, WebSession
+from aftersales.feedback.models import Digest, FeedbackAction, FeedbackItem, FeedbackRecord, ReasonCategory, RoutingRule
 from aftersales.notifications.models import DeliveryAttempt, Notification, OutboxMessage, WebhookEndpoint
 from aftersales.sla.models import SlaEvent, SlaPolicy
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
@@ -41,4 +42,10 @@ __all__ = [
     "WebhookEndpoint",
     "SlaEvent",
     "SlaPolicy",
+    "Digest",
+    "FeedbackAction",
+    "FeedbackItem",
+    "FeedbackRecord",
+    "ReasonCategory",
+    "RoutingRule",
 ]

@@ -22,6 +22,7 @@ from aftersales.orders.service import OrderService
 from aftersales.schemas import money_field
 from aftersales.tickets import policy as policy_rules
 from aftersales.tickets import workflow
+from aftersales.feedback.service import FeedbackService
 from aftersales.sla.service import SlaService
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.facts import gather_facts
@@ -93,7 +94,9 @@ class TicketService:
             )
         self._record(ticket.id, requested_at, actor, "open", None, "requested", data.description, {"received_at": now.isoformat()})
         await SlaService(self.session, self.clock).start(ticket)
-        await self._decide_intake(ticket, order, [by_sku[item.sku] for item in data.items])
+        claimed = [by_sku[item.sku] for item in data.items]
+        await self._decide_intake(ticket, order, claimed)
+        await FeedbackService(self.session, self.clock).record_ticket(ticket, order, claimed)
         await self.session.flush()
         return ticket, True
 
