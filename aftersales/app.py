@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             from aftersales.worker import run_forever
 
             worker_tasks.append(asyncio.create_task(
-                run_forever(app.state.sessionmaker, app.state.clock, interval=settings.worker_interval_seconds, stop=worker_stop)
+                run_forever(app.state.sessionmaker, app.state.clock, interval=settings.worker_interval_seconds,
+                            stop=worker_stop, tz=settings.zone)
             ))
 
     async def dispose_engine(app: Litestar) -> None:

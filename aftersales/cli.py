@@ -108,10 +108,10 @@ def worker(interval: float | None, once: bool) -> None:
         try:
             if once:
                 async with httpx.AsyncClient() as client:
-                    click.echo(await run_once(factory, SystemClock(), client))
+                    click.echo(await run_once(factory, SystemClock(), client, settings.zone))
             else:
                 click.echo(f"worker running every {interval or settings.worker_interval_seconds:g} s (Ctrl-C to stop)")
-                await run_forever(factory, SystemClock(), interval=interval or settings.worker_interval_seconds)
+                await run_forever(factory, SystemClock(), interval=interval or settings.worker_interval_seconds, tz=settings.zone)
         finally:
             await engine.dispose()
 

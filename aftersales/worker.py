@@ -1,4 +1,4 @@
-"""Periodic work: SLA warnings and webhook delivery. Safe to run in several processes at once."""
+"""Periodic work: SLA warnings, team digests and webhook delivery. Safe to run in several processes at once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from zoneinfo import ZoneInfo
+
 from aftersales.clock import Clock
+from aftersales.feedback.digests import generate_due_digests
 from aftersales.notifications.service import deliver_due
 from aftersales.sla.tasks import fire_due_alerts
 
@@ -18,16 +21,18 @@ log = logging.getLogger("aftersales.worker")
 Task = Callable[[], Awaitable[int]]
 
 
-def tasks(factory: async_sessionmaker[AsyncSession], clock: Clock, client: httpx.AsyncClient) -> dict[str, Task]:
+def tasks(factory: async_sessionmaker[AsyncSession], clock: Clock, client: httpx.AsyncClient, tz: ZoneInfo) -> dict[str, Task]:
     return {
         "sla_alerts": lambda: fire_due_alerts(factory, clock),
+        "digests": lambda: generate_due_digests(factory, clock, tz),
         "webhooks": lambda: deliver_due(factory, clock, client=client),
     }
 
 
-async def run_once(factory: async_sessionmaker[AsyncSession], clock: Clock, client: httpx.AsyncClient) -> dict[str, int]:
+async def run_once(factory: async_sessionmaker[AsyncSession], clock: Clock, client: httpx.AsyncClient,
+                   tz: ZoneInfo | None = None) -> dict[str, int]:
     done: dict[str, int] = {}
-    for name, task in tasks(factory, clock, client).items():
+    for name, task in tasks(factory, clock, client, tz or ZoneInfo("Asia/Shanghai")).items():
         try:
             done[name] = await task()
         except Exception:  # one failing task must not stop the others or the loop
@@ -36,11 +41,12 @@ async def run_once(factory: async_sessionmaker[AsyncSession], clock: Clock, clie
     return done
 
 
-async def run_forever(factory: async_sessionmaker[AsyncSession], clock: Clock, *, interval: float, stop: asyncio.Event | None = None) -> None:
+async def run_forever(factory: async_sessionmaker[AsyncSession], clock: Clock, *, interval: float,
+                      stop: asyncio.Event | None = None, tz: ZoneInfo | None = None) -> None:
     stop = stop or asyncio.Event()
     async with httpx.AsyncClient() as client:
         while not stop.is_set():
-            done = await run_once(factory, clock, client)
+            done = await run_once(factory, clock, client, tz)
             if any(done.values()):
                 log.info("worker pass: %s", done)
             try:
