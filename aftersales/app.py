@@ -22,6 +22,12 @@ from aftersales.clock import Clock, SystemClock
 from aftersales.db import create_engine, create_sessionmaker
 from aftersales.errors import EXCEPTION_HANDLERS, problem
 from aftersales.feedback.pages import FeedbackPages
+from aftersales.feedback.pages import TicketFeedbackPages
+from aftersales.feedback.controllers import FeedbackController, FeedbackReportPages
+from aftersales.notifications.controllers import WebhookController
+from aftersales.notifications.pages import AdminNotificationPages, NotificationPages
+from aftersales.sla.controllers import SlaController
+from aftersales.sla.pages import SlaPages
 from aftersales.orders.controllers import OrderController
 from aftersales.pages import LANG_COOKIE, STATIC, template_config
 from aftersales.settings import Settings
@@ -84,8 +90,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             TicketPages,
             AssignmentPages,
             FeedbackPages,
+            FeedbackReportPages,
+            TicketFeedbackPages,
+            FeedbackController,
             PolicyPages,
             NextTicketPage,
+            SlaController,
+            SlaPages,
+            WebhookController,
+            NotificationPages,
+            AdminNotificationPages,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         before_request=choose_locale,

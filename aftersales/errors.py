@@ -97,20 +97,37 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
 _AT_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+# Query parameters whose Python name differs from the name in the URL.
+QUERY_ALIASES = {"requested_from": "from", "requested_to": "to", "start": "from", "end": "to"}
+
+
 def _field_errors_from_validation(exc: ValidationException) -> list[FieldError]:
     errors: list[FieldError] = []
     extra = exc.extra if isinstance(exc.extra, list) else []
     for item in extra:
         if isinstance(item, dict):
-            message = str(item.get("message", ""))
-            match = _AT_PATH.match(message)
-            path = (match.group("path") or "").lstrip(".") if match else ""
-            reason = match.group("reason") if match else message
-            key = item.get("key") or ""
-            source = item.get("source") or ""
-            field = path or (f"{source}.{key}" if source and key else key) or "body"
-            errors.append(FieldError(field=field, reason=reason))
+            errors.append(_field_error(item))
     return errors or [FieldError(field="body", reason=exc.detail)]
+
+
+def _field_error(item: dict[str, Any]) -> FieldError:
+    """Name the field as the client wrote it: 'items[0].quantity', 'kind', or the query name 'from'."""
+    message = str(item.get("message", ""))
+    match = _AT_PATH.match(message)
+    path = (match.group("path") or "").lstrip(".") if match else ""
+    reason = match.group("reason") if match else message
+    key = str(item.get("key") or "")
+    source = getattr(item.get("source"), "value", item.get("source")) or ""
+    missing = _MISSING.search(reason)
+    if missing:
+        path = f"{path}.{missing.group('name')}" if path else missing.group("name")
+    if source == "query" or (key and key != "data" and not path):
+        return FieldError(field=QUERY_ALIASES.get(key, key) or "query", reason=reason)
+    field = path or (key if key not in ("", "data") else "body")
+    if field.startswith("body."):
+        field = field[len("body."):]
+    return FieldError(field=field, reason=reason)
 
 
 def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

@@ -113,6 +113,8 @@ class FeedbackService:
         return rules
 
     async def _repeats(self, product_id: str, category: str, ticket: Ticket) -> int:
+        # Sessions do not autoflush: the ticket's own items must be written for it to count itself.
+        await self.session.flush()
         since = ticket.requested_at - REPEAT_WINDOW
         query = (
             select(func.count(func.distinct(Ticket.id)))

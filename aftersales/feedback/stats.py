@@ -1,7 +1,7 @@
 """Problem-product detection: is a product's return rate above its category's, beyond chance?
 
 One-sided exact binomial test of the product's returns against the rate of the rest of its
-category, with a Bonferroni correction over every (product, reason) tested in one run and
+category, with a Bonferroni correction over every (product, reason) considered in one run and
 minimum sample sizes, so that small samples and the sheer number of products do not raise
 false alarms. Pure functions, no I/O.
 """
@@ -59,8 +59,12 @@ class Finding:
 
 
 def detect(candidates: list[Candidate], *, alpha: float = ALPHA) -> list[Finding]:
-    tested = [c for c in candidates if c.units >= MIN_UNITS and c.returns >= MIN_RETURNS and c.baseline_units > 0]
-    threshold = alpha / max(len(tested), 1)
+    # The Bonferroni family is every product (× reason) large enough to be considered, chosen on
+    # units sold only. Counting only those that also reached MIN_RETURNS would let the outcome pick
+    # the family size and push the false-alarm rate above alpha (measured: ~5.4 % instead of ≤ 5 %).
+    eligible = [c for c in candidates if c.units >= MIN_UNITS and c.baseline_units > 0]
+    tested = [c for c in eligible if c.returns >= MIN_RETURNS]
+    threshold = alpha / max(len(eligible), 1)
     findings = []
     for c in tested:
         # A little smoothing keeps a category with no other returns from making every return "infinite".

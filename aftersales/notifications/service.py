@@ -83,7 +83,9 @@ async def _deliver_one(factory: async_sessionmaker[AsyncSession], clock: Clock, 
         now = clock.now()
         claimed = await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, OutboxMessage.delivered_at.is_(None),
+            .where(OutboxMessage.id == message_id, OutboxMessage.delivered_at.is_(None), OutboxMessage.failed_at.is_(None),
+                   # Re-checked here: another worker may have failed it (and set a backoff) since we listed it.
+                   OutboxMessage.next_attempt_at <= now,
                    or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now))
             .values(locked_until=now + LOCK_FOR)
         )

@@ -212,3 +212,10 @@ def normalize_status(source: str, raw: str | int) -> str:
 def is_terminal(status: str) -> bool:
     """True if no further tracking updates are expected for `status`."""
     return status in TERMINAL_STATUSES
+
+
+# How far along a parcel is: when two scans share a timestamp, the further one is the status.
+PROGRESS: dict[str, int] = {
+    "info_received": 0, "in_transit": 1, "exception": 1, "delivery_failed": 2, "out_for_delivery": 2,
+    "available_for_pickup": 3, "delivered": 4, "returned_to_sender": 5, "expired": 5,
+}

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from aftersales.schemas import AwareDatetime, ExternalId, Quantity, ShortText
+from aftersales.schemas import NO_NUL, AwareDatetime, DbInt, ExternalId, Quantity, ShortText
 
 Direction = Literal["outbound", "return", "replacement"]
 Source = Literal["kuaidi100", "aftership", "17track", "canonical"]
-Carrier = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+Carrier = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00]+$")]
 TrackingNumber = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^\S+$")]
 
 
@@ -23,7 +23,7 @@ class CustomerIn(msgspec.Struct, kw_only=True):
 
 class LiveSessionIn(msgspec.Struct, kw_only=True):
     external_id: ExternalId
-    host: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
     title: ShortText = ""
     started_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
@@ -32,8 +32,8 @@ class LiveSessionIn(msgspec.Struct, kw_only=True):
 class OrderItemIn(msgspec.Struct, kw_only=True):
     sku: ExternalId
     product_id: ExternalId
-    product_name: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
-    category: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    product_name: Annotated[str, msgspec.Meta(min_length=1, max_length=300, pattern=NO_NUL)]
+    category: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
     quantity: Quantity
     unit_price: Decimal
     # Excluded from the 7-day no-reason return at checkout (custom-made, perishable, unsealed digital...).
@@ -95,7 +95,7 @@ class ShipmentIn(msgspec.Struct, kw_only=True):
     direction: Direction
     carrier: Carrier
     tracking_number: TrackingNumber
-    ticket_id: int | None = None
+    ticket_id: DbInt | None = None
 
 
 class TrackingEventIn(msgspec.Struct, kw_only=True):
@@ -105,7 +105,7 @@ class TrackingEventIn(msgspec.Struct, kw_only=True):
     status: str | int
     occurred_at: AwareDatetime
     location: ShortText = ""
-    description: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    description: Annotated[str, msgspec.Meta(max_length=1000, pattern=NO_NUL)] = ""
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -296,7 +296,9 @@ class OrderService:
             await self.session.execute(
                 select(TrackingEvent)
                 .where(TrackingEvent.shipment_id == shipment_id)
-                .order_by(TrackingEvent.occurred_at.desc(), TrackingEvent.id.desc())
+                # Same-second scans are ordered by progress, not by arrival, so replays in any order agree.
+                .order_by(TrackingEvent.occurred_at.desc(), case(carriers.PROGRESS, value=TrackingEvent.status, else_=0).desc(),
+                          TrackingEvent.raw_status.desc())
                 .limit(1)
             )
         ).scalar_one_or_none()

@@ -49,7 +49,7 @@ class Calendar:
         """The instant at which `seconds` of merchant time have passed since `start`."""
         start = ensure_utc(start)
         if not self.business:
-            return start + timedelta(seconds=seconds)
+            return start + timedelta(seconds=max(seconds, 0.0))
         remaining = seconds
         if remaining <= 0:
             return start

@@ -38,8 +38,11 @@ def replay(events: list[tuple[datetime, str]], calendar: Calendar) -> ClockState
             state.running_since = at
             state.started = True
             state.stopped = False
-        elif name in STOPPING_EVENTS and state.running_since is not None:
-            state.elapsed += calendar.working_seconds(state.running_since, at)
-            state.running_since = None
-            state.stopped = name in ("stop", "first_response")
+        elif name in STOPPING_EVENTS:
+            # A stop can come while paused (e.g. cancelled while awaiting the return): it still ends the clock.
+            if state.running_since is not None:
+                state.elapsed += calendar.working_seconds(state.running_since, at)
+                state.running_since = None
+            if name in ("stop", "first_response"):
+                state.stopped = True
     return state

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from litestar import Controller, Response, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -125,7 +125,7 @@ class SlaController(Controller):
     @get("/reports/sla", guards=[requires(*READ_REPORTS)])
     async def report(
         self, db_session: AsyncSession, clock: Clock, settings: Settings,
-        start: str | None = Parameter(query="from", default=None), end: str | None = Parameter(query="to", default=None),
+        start: str | None = QueryParameter(name="from", default=None), end: str | None = QueryParameter(name="to", default=None),
         group: str | None = None, queue: str | None = None, kind: str | None = None, reason: str | None = None,
         session: str | None = None,
     ) -> reports.ClosureReport:
@@ -138,7 +138,7 @@ class SlaController(Controller):
     @get("/reports/sla.csv", guards=[requires(*READ_REPORTS)], media_type="text/csv")
     async def report_as_csv(
         self, db_session: AsyncSession, clock: Clock, settings: Settings,
-        start: str | None = Parameter(query="from", default=None), end: str | None = Parameter(query="to", default=None),
+        start: str | None = QueryParameter(name="from", default=None), end: str | None = QueryParameter(name="to", default=None),
         group: str | None = None, queue: str | None = None, kind: str | None = None, reason: str | None = None,
         session: str | None = None,
     ) -> Response[bytes]:

@@ -173,7 +173,8 @@ class SlaService:
             "resolution_elapsed": resolution.elapsed_at(targets.calendar, now),
             "resolution_running": resolution.running_since is not None,
             "resolution_due_at": resolution.due_at(targets.calendar, targets.resolution),
-            "resolution_met": (resolution.elapsed <= targets.resolution) if resolution.stopped else None,
+            # Cancelled tickets are neither met nor missed: only a closure is judged.
+            "resolution_met": (resolution.elapsed <= targets.resolution) if resolution.stopped and ticket.status == "closed" else None,
             "first_response_elapsed": first.elapsed_at(targets.calendar, now),
             "first_response_met": (first.elapsed <= targets.first_response) if first.stopped and ticket.first_response_at else None,
         }

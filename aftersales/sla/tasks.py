@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from aftersales.clock import Clock
 from aftersales.db import dialect_insert
@@ -61,7 +62,10 @@ async def _fire_for_ticket(session: AsyncSession, clock: Clock, ticket_id: int) 
         await _escalate(session, clock, ticket, metric, event, fraction)
     ticket.sla_alerts_fired = fired_keys
     next_at = next_alert_at(ticket, targets)
-    await session.execute(update(Ticket).where(Ticket.id == ticket.id).values(sla_alerts_fired=fired_keys, sla_next_alert_at=next_at))
+    await session.execute(
+        update(Ticket).where(Ticket.id == ticket.id).values(sla_alerts_fired=fired_keys, sla_next_alert_at=next_at)
+        .execution_options(synchronize_session=False)
+    )
     return count
 
 
@@ -78,8 +82,13 @@ def _crossed(ticket: Ticket, targets: Targets, now: Any) -> list[tuple[str, floa
 
 async def _escalate(session: AsyncSession, clock: Clock, ticket: Ticket, metric: str, event: str, fraction: float) -> None:
     """Raise the priority, tell the assignee and the supervisors, and queue the webhooks."""
-    ticket.priority = min((ticket.priority or 0) + 1, 9)
-    await session.execute(update(Ticket).where(Ticket.id == ticket.id).values(priority=ticket.priority))
+    # Compute first and write without expiring the attribute: a second escalation in the same
+    # pass must not lazy-load it (async sessions cannot).
+    priority = min((ticket.priority or 0) + 1, 9)
+    await session.execute(
+        update(Ticket).where(Ticket.id == ticket.id).values(priority=priority).execution_options(synchronize_session=False)
+    )
+    set_committed_value(ticket, "priority", priority)
     percent = int(fraction * 100)
     title = f"{ticket.number}: {'SLA breached' if event == 'breach' else f'{percent} % of SLA used'} ({metric})"
     users = await supervisor_ids(session)

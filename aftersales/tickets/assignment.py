@@ -13,6 +13,7 @@ from aftersales.auth.models import User
 from aftersales.auth.principal import Principal
 from aftersales.clock import Clock
 from aftersales.errors import Conflict, Forbidden, InvalidInput, NotFound
+from aftersales.schemas import check_id
 from aftersales.tickets.models import Queue, QueueMember, Ticket, TimelineEvent
 
 # Statuses where the next move is the merchant's: these are what an agent is handed.
@@ -121,6 +122,7 @@ class AssignmentService:
         await self.session.flush()
 
     async def _get(self, ticket_id: int) -> Ticket:
+        check_id(ticket_id, "ticket")
         ticket = await self.session.get(Ticket, ticket_id, populate_existing=True)
         if ticket is None:
             raise NotFound(f"ticket {ticket_id} does not exist")

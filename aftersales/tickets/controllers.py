@@ -75,6 +75,8 @@ class TicketController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> TicketPage:
         """Filter tickets; pages are keyset cursors (`next_cursor`), fast at any depth."""
+        if assignee_id is not None and not 0 < assignee_id < 2**63:
+            raise InvalidInput.on("assignee_id", "is not a user id")
         if sort not in ("-requested_at", "requested_at"):
             raise InvalidInput.on("sort", "must be requested_at or -requested_at")
         flt = TicketFilter(

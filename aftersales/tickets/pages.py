@@ -16,6 +16,7 @@ from aftersales import i18n
 from aftersales.auth.guards import WORK_TICKETS, current_principal, requires
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
+from aftersales.feedback.models import FeedbackRecord
 from aftersales.feedback.taxonomy import REASONS
 from aftersales.pages import page_auth_error, render
 from aftersales.settings import Settings
@@ -158,13 +159,7 @@ async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSess
         select(User).where(User.role.in_(("agent", "supervisor")), User.active.is_(True)).order_by(User.username)
     )).scalars()) if principal.role in ("supervisor", "admin") else []
     actions = workflow.allowed_actions(t.kind, t.status)
-    macro_data = {
-        "customer": order.customer.name or order.customer.external_id,
-        "number": t.number,
-        "order": order.external_id,
-        "items": "、".join(f"{oi.product_name} × {ti.quantity}" for ti, oi in claimed) or order.items[0].product_name,
-        "amount": f"¥{t.requested_amount:,.2f}",
-    }
+    macro_data = macro_fields(chain)
     return {
         "t": t,
         "order": order,
@@ -185,6 +180,21 @@ async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSess
         "matched_rule": next((r for r in decision.trace if r["matched"]), None) if decision else None,
         "assignee": assignee,
         "people": people,
+        "feedback": await db_session.get(FeedbackRecord, t.id),
+    }
+
+
+def macro_fields(chain: TicketChain) -> dict[str, str]:
+    """What canned replies fill in; the preview and the sent text both come from here."""
+    t, order = chain.ticket, chain.ticket.order
+    claimed = chain.ticket_items()
+    items = "、".join(f"{oi.product_name} × {ti.quantity}" for ti, oi in claimed)
+    return {
+        "customer": order.customer.name or order.customer.external_id,
+        "number": t.number,
+        "order": order.external_id,
+        "items": items or "、".join(i.product_name for i in order.items),
+        "amount": f"¥{t.requested_amount:,.2f}",
     }
 
 
@@ -200,13 +210,7 @@ async def _action_from_form(db_session: AsyncSession, ticket_id: int, action: st
                 raise InvalidInput.on(money, "is not an amount") from exc
     if action == "reply" and not raw.get("note") and form.get("macro"):
         chain = await TicketRepository(db_session).load_chain(ticket_id)
-        context_data = {
-            "customer": chain.ticket.order.customer.name, "number": chain.ticket.number,
-            "order": chain.ticket.order.external_id,
-            "items": "、".join(f"{oi.product_name} × {ti.quantity}" for ti, oi in chain.ticket_items()),
-            "amount": f"¥{chain.ticket.requested_amount:,.2f}",
-        }
-        raw["note"] = macros.fill(str(form.get("macro")), context_data)
+        raw["note"] = macros.fill(str(form.get("macro")), macro_fields(chain))
     try:
         return msgspec.convert(raw, ActionIn, strict=False)
     except msgspec.ValidationError as exc:

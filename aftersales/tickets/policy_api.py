@@ -15,6 +15,7 @@ from aftersales.auth.guards import ACT_ON_TICKETS, READ_TICKETS, current_princip
 from aftersales.auth.models import User
 from aftersales.clock import Clock, ensure_utc
 from aftersales.errors import InvalidInput, NotFound
+from aftersales.settings import Settings
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.models import PolicyVersion, Queue, QueueMember, Ticket, TicketDecision
 from aftersales.tickets.policy_service import PolicyService
@@ -145,7 +146,7 @@ class PolicyController(Controller):
 
     @get("/reports/auto-approval", guards=[requires(*SUPERVISE)])
     async def auto_approval_report(
-        self, db_session: AsyncSession, clock: Clock,
+        self, db_session: AsyncSession, clock: Clock, settings: Settings,
         start: datetime | None = Parameter(query="from", default=None),
         end: datetime | None = Parameter(query="to", default=None),
         group: str = "day",
@@ -153,20 +154,24 @@ class PolicyController(Controller):
         """Share of requests decided automatically, per day, kind or reason."""
         end_at = ensure_utc(end) if end else clock.now()
         start_at = ensure_utc(start) if start else end_at - timedelta(days=30)
-        columns = {"kind": Ticket.kind, "reason": Ticket.reason_code, "day": func.date(Ticket.requested_at)}
-        if group not in columns:
+        if group not in ("day", "kind", "reason"):
             raise InvalidInput.on("group", "must be day, kind or reason")
-        key = columns[group]
-        automatic = func.sum(case((TicketDecision.decision.in_(("approve", "fast_refund")), 1), else_=0))
+        automatic = TicketDecision.decision.in_(("approve", "fast_refund"))
         query = (
-            select(key, func.count(), automatic)
+            select(Ticket.requested_at, Ticket.kind, Ticket.reason_code, automatic)
             .join(TicketDecision, TicketDecision.ticket_id == Ticket.id)
             .where(Ticket.requested_at >= start_at, Ticket.requested_at < end_at)
-            .group_by(key).order_by(key)
         )
-        rows = (await db_session.execute(query)).all()
-        return [{"group": str(k), "tickets": n, "auto_approved": int(a or 0), "rate": round(int(a or 0) / n, 4) if n else None}
-                for k, n, a in rows]
+        # Days are the shop's local days, so grouping happens here rather than in SQL's UTC date().
+        totals: dict[str, list[int]] = {}
+        async for requested_at, kind, reason, auto in await db_session.stream(query):
+            key = {"day": lambda: requested_at.astimezone(settings.zone).date().isoformat(), "kind": lambda: kind,
+                   "reason": lambda: reason}[group]()
+            entry = totals.setdefault(key, [0, 0])
+            entry[0] += 1
+            entry[1] += int(bool(auto))
+        return [{"group": k, "tickets": n, "auto_approved": a, "rate": round(a / n, 4) if n else None}
+                for k, (n, a) in sorted(totals.items())]
 
 
 def _person(request: Request[Any, Any, Any]) -> Any:

@@ -16,7 +16,9 @@ from aftersales.auth.guards import WORK_TICKETS, current_principal, requires
 from aftersales.auth.models import User
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
-from aftersales.pages import page_auth_error, render
+from jinja2_fragments.litestar import HTMXBlockTemplate
+
+from aftersales.pages import base_context, page_auth_error, render
 from aftersales.settings import Settings
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.policy_api import SUPERVISE, QueueIn, _queues_out, save_queue
@@ -42,27 +44,35 @@ class PolicyPages(Controller):
         note = str(form.get("note", ""))
         intent = str(form.get("intent", "simulate"))
         service = PolicyService(db_session, clock)
-        context = await _policy_context(db_session, clock, settings, text=text, note=note)
-        context["start"], context["end"] = str(form.get("start") or context["start"]), str(form.get("end") or context["end"])
+        outcome: dict[str, Any] = {"error": None, "notice": None, "simulation": None}
         status_code = 200
         try:
             if intent == "publish":
-                version = int(str(form.get("version", "0")))
-                await service.publish(version, current_principal(request).actor)
+                await service.publish(int(str(form.get("version", "0"))), current_principal(request).actor)
                 await db_session.commit()
                 return Redirect("/policy", status_code=303)
             if intent == "save":
                 row = await service.save_draft(text, note, current_principal(request).actor)
                 await db_session.commit()
-                context = await _policy_context(db_session, clock, settings, text=text, note=note)
-                context["notice"] = i18n.gettext("Saved as draft version %(v)s. Simulate it, then publish.", v=row.version)
+                outcome["notice"] = i18n.gettext("Saved as draft version %(v)s. Simulate it, then publish.", v=row.version)
             else:
-                start = _day(context["start"], settings, "start")
-                end = _day(context["end"], settings, "end", next_day=True)
-                context["simulation"] = await service.simulate(text, start, end, max_listed=50)
+                defaults = await _policy_context(db_session, clock, settings)
+                start = _day(str(form.get("start") or defaults["start"]), settings, "start")
+                end = _day(str(form.get("end") or defaults["end"]), settings, "end", next_day=True)
+                outcome["simulation"] = await service.simulate(text, start, end, max_listed=50)
         except DomainError as exc:
             await db_session.rollback()
-            context["error"], status_code = exc.detail, exc.status_code
+            outcome["error"], status_code = exc.detail, exc.status_code
+        # Built after any rollback, so nothing in it is an expired (lazy-loading) object.
+        context = {**await _policy_context(db_session, clock, settings, text=text, note=note), **outcome}
+        context["start"] = str(form.get("start") or context["start"])
+        context["end"] = str(form.get("end") or context["end"])
+        if intent == "save" and request.headers.get("hx-request") == "true":
+            # The versions list changed too: it rides along as an out-of-band swap.
+            context["versions_oob"] = True
+            return HTMXBlockTemplate(template_name="policy/policy.html", context={**base_context(request), **context},
+                                     block_names=["policy_editor", "policy_versions"], status_code=status_code,
+                                     headers={"Vary": "HX-Request, HX-Target"})
         return render(request, "policy/policy.html", context, blocks=("policy_editor",), status_code=status_code)
 
     @get("/queues")

@@ -26,8 +26,17 @@ DEFAULT_QUEUES = (
     ("general", "通用", "General", 1, "Everything no other queue claims."),
 )
 
-# Parsed policies by version: versions never change once written, so this never goes stale.
-_parsed: dict[int, rules.Policy] = {}
+# Parsed policies by their text (not by version number, which a reset database reuses).
+_parsed: dict[str, rules.Policy] = {}
+
+
+def _parse_cached(text: str) -> rules.Policy:
+    policy = _parsed.get(text)
+    if policy is None:
+        if len(_parsed) > 64:
+            _parsed.clear()
+        policy = _parsed[text] = rules.parse(text)
+    return policy
 
 
 @dataclass
@@ -67,14 +76,14 @@ class PolicyService:
             await self.session.rollback()
 
     async def current(self) -> CurrentPolicy:
-        version = await self.session.scalar(select(func.max(PolicyVersion.version)).where(PolicyVersion.published_at.is_not(None)))
-        if version is None:
+        row = (await self.session.execute(
+            select(PolicyVersion.version, PolicyVersion.text).where(PolicyVersion.published_at.is_not(None))
+            .order_by(PolicyVersion.version.desc()).limit(1)
+        )).first()
+        if row is None:
             await self.ensure_defaults()
-            version = 1
-        if version not in _parsed:
-            text = await self.session.scalar(select(PolicyVersion.text).where(PolicyVersion.version == version))
-            _parsed[version] = rules.parse(text or rules.DEFAULT_POLICY)
-        return CurrentPolicy(version=version, policy=_parsed[version])
+            return CurrentPolicy(version=1, policy=_parse_cached(rules.DEFAULT_POLICY))
+        return CurrentPolicy(version=row.version, policy=_parse_cached(row.text))
 
     async def versions(self) -> list[PolicyVersion]:
         return list((await self.session.execute(select(PolicyVersion).order_by(PolicyVersion.version.desc()))).scalars())

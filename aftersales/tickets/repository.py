@@ -14,6 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from aftersales.clock import ensure_utc
 from aftersales.errors import InvalidInput, NotFound
+from aftersales.schemas import check_id
 from aftersales.orders.models import Order, OrderItem, Shipment
 from aftersales.tickets.models import Ticket, TicketItem, TimelineEvent
 
@@ -92,6 +93,7 @@ class TicketRepository:
         return query
 
     async def load_chain(self, ticket_id: int) -> "TicketChain":
+        check_id(ticket_id, "ticket")
         query = (
             select(Ticket)
             .where(Ticket.id == ticket_id)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from aftersales.orders.schemas import Carrier, OrderOut, ShipmentOut, TrackingNumber
-from aftersales.schemas import AwareDatetime, ExternalId, LongText, Quantity
+from aftersales.schemas import NO_NUL, AwareDatetime, DbInt, ExternalId, LongText, Quantity
 
 Kind = Literal["refund_only", "return_refund", "exchange", "reship", "complaint"]
 EvidenceUrl = Annotated[str, msgspec.Meta(max_length=1000, pattern=r"^https?://\S+$")]
@@ -23,7 +23,7 @@ class TicketItemIn(msgspec.Struct, kw_only=True):
 class TicketIn(msgspec.Struct, kw_only=True):
     order_external_id: ExternalId
     kind: Kind
-    reason_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    reason_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
     requested_amount: Decimal
     items: Annotated[list[TicketItemIn], msgspec.Meta(max_length=200)] = []
     description: LongText = ""
@@ -34,13 +34,13 @@ class TicketIn(msgspec.Struct, kw_only=True):
 
 
 class ActionIn(msgspec.Struct, kw_only=True):
-    version: int
+    version: DbInt
     note: LongText = ""
     passed: bool | None = None
     carrier: Carrier | None = None
     tracking_number: TrackingNumber | None = None
     amount: Decimal | None = None
-    refund_reference: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    refund_reference: Annotated[str, msgspec.Meta(max_length=128, pattern=NO_NUL)] | None = None
 
 
 class TicketItemOut(msgspec.Struct, kw_only=True):

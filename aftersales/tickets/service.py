@@ -19,7 +19,7 @@ from aftersales.feedback.taxonomy import is_known_reason
 from aftersales.orders.models import Order, OrderItem, Shipment, TrackingEvent
 from aftersales.orders.schemas import ShipmentIn
 from aftersales.orders.service import OrderService
-from aftersales.schemas import money_field
+from aftersales.schemas import check_id, money_field
 from aftersales.tickets import policy as policy_rules
 from aftersales.tickets import workflow
 from aftersales.feedback.service import FeedbackService
@@ -93,7 +93,6 @@ class TicketService:
                 TicketItem(ticket_id=ticket.id, order_item_id=by_sku[item.sku].id, sku=item.sku, quantity=item.quantity)
             )
         self._record(ticket.id, requested_at, actor, "open", None, "requested", data.description, {"received_at": now.isoformat()})
-        await SlaService(self.session, self.clock).start(ticket)
         claimed = [by_sku[item.sku] for item in data.items]
         await self._decide_intake(ticket, order, claimed)
         await FeedbackService(self.session, self.clock).record_ticket(ticket, order, claimed)
@@ -165,6 +164,10 @@ class TicketService:
             queue=outcome.queue, priority=outcome.priority, suggestion=outcome.suggestion, facts=facts,
             trace=decision.trace, explanation=explanation, decided_at=self.clock.now(),
         ))
+        # The SLA policy may depend on the queue and priority just decided, so the clocks start now.
+        ticket.queue = outcome.queue
+        ticket.priority = outcome.priority
+        await SlaService(self.session, self.clock).start(ticket)
         data = {"policy_version": current.version, "rule": decision.rule, "suggestion": outcome.suggestion}
         extra: dict[str, Any] = {"policy_version": current.version}
         if outcome.decision == "queue":
@@ -243,6 +246,12 @@ class TicketService:
         amount = approved if data.amount is None else money_field(data.amount, "amount")
         if amount > ticket.requested_amount:
             raise InvalidInput.on("amount", f"¥{amount} is more than the ¥{ticket.requested_amount} requested")
+        # Never refund more than the customer paid, across every ticket of the order.
+        paid = await self.session.scalar(select(Order.paid_amount).where(Order.id == ticket.order_id)) or Decimal("0")
+        refunded = await self.session.scalar(select(func.sum(Ticket.refunded_amount)).where(Ticket.order_id == ticket.order_id))
+        left = paid - (refunded or Decimal("0"))
+        if amount > left:
+            raise InvalidInput.on("amount", f"¥{amount} exceeds the ¥{left} still refundable on this order")
         details = {"amount": str(amount), "refund_reference": data.refund_reference}
         return {"refunded_amount": ticket.refunded_amount + amount}, details
 
@@ -373,6 +382,7 @@ class TicketService:
         )
 
     async def get(self, ticket_id: int) -> Ticket:
+        check_id(ticket_id, "ticket")
         ticket = await self.session.get(Ticket, ticket_id, populate_existing=True)
         if ticket is None:
             raise NotFound(f"ticket {ticket_id} does not exist")
