@@ -52,6 +52,9 @@ def integrity_error_handler(request: Any, exc: IntegrityError) -> Any:
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     engine = create_engine(settings.database_url, echo=settings.sql_echo, pool_size=settings.db_pool_size)
+    read_engine = (
+        create_engine(settings.database_url, echo=settings.sql_echo, for_writes=False) if settings.is_sqlite else engine
+    )
 
     worker_stop = asyncio.Event()
     worker_tasks: list[asyncio.Task[None]] = []
@@ -71,6 +74,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         for task in worker_tasks:
             await task
         await engine.dispose()
+        if read_engine is not engine:
+            await read_engine.dispose()
 
     async def choose_locale(request: Request[Any, Any, Any]) -> None:
         """The language: the user's switch (cookie), then their saved choice, then the operator's default."""
@@ -133,6 +138,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.read_sessionmaker = create_sessionmaker(read_engine) if read_engine is not engine else app.state.sessionmaker
     app.state.clock = clock or SystemClock()
     app.state.token_cache = TokenCache()
     return app

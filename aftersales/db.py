@@ -69,15 +69,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON()
 
 
-def create_engine(url: str, *, echo: bool = False, pool_size: int = 10, foreign_keys: bool = True) -> AsyncEngine:
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, foreign_keys: bool = True, for_writes: bool = True
+) -> AsyncEngine:
+    """`for_writes=False` gives SQLite readers plain deferred transactions: in WAL mode they never
+    wait for the write lock (PostgreSQL needs no such split)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-        _configure_sqlite(engine, foreign_keys=foreign_keys)
+        _configure_sqlite(engine, foreign_keys=foreign_keys, immediate=for_writes)
         return engine
     return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool = True) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool = True, immediate: bool = True) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
@@ -94,7 +98,7 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool = True) -> None
     def _on_begin(conn: Any) -> None:
         # A deferred transaction that reads and then writes can fail with SQLITE_BUSY without
         # waiting; taking the write lock up front makes concurrent writers queue instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -14,8 +14,13 @@ from aftersales.clock import Clock
 from aftersales.settings import Settings
 
 
-async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
-    async with state.sessionmaker() as session:
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def provide_db_session(state: State, request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """Reads get a session that never queues for SQLite's write lock; everything else the writer."""
+    factory = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
+    async with factory() as session:
         yield session
 
 

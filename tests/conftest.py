@@ -22,6 +22,7 @@ from aftersales.db import Base, create_engine, create_sessionmaker
 from aftersales.settings import Settings
 
 import aftersales.models  # noqa: F401
+from aftersales.sla import service as sla_service
 
 START = datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc)
 
@@ -68,6 +69,8 @@ def clock() -> FrozenClock:
 async def engine(settings: Settings) -> AsyncIterator:
     engine = create_engine(settings.database_url, pool_size=5)
     await _empty_tables(engine, settings.database_url)
+    # Emptied tables reuse ids: process-level caches keyed by id must not outlive them.
+    sla_service._policies.clear()
     yield engine
     await engine.dispose()
 

@@ -36,9 +36,9 @@ async def resolve_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> P
     header = connection.headers.get("authorization", "")
     if connection.url.path.startswith("/api/"):
         if header.lower().startswith("bearer "):
-            principal = await state.token_cache.principal(state.sessionmaker, header[7:].strip())
+            principal = await state.token_cache.principal(state.read_sessionmaker, header[7:].strip())
     elif cookie := connection.cookies.get(SESSION_COOKIE):
-        async with state.sessionmaker() as session:
+        async with state.read_sessionmaker() as session:
             user = await AuthService(session, state.clock).user_for_session(cookie)
         if user is not None:
             principal = principal_for(user)

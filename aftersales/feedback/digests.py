@@ -152,6 +152,13 @@ async def generate_due_digests(factory: async_sessionmaker[AsyncSession], clock:
         start = last_complete_period(period, clock.now(), tz)
         for team in TEAMS:
             async with factory() as session:
+                exists = await session.scalar(
+                    select(Digest.id).where(Digest.team == team, Digest.period == period, Digest.period_start == start)
+                )
+                await session.rollback()
+            if exists is not None:
+                continue  # the common case: built already, by this or another worker
+            async with factory() as session:
                 _, new = await generate_digest(session, clock, team, period, start, tz)
                 await session.commit()
                 created += int(new)

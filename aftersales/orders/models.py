@@ -43,7 +43,8 @@ class Order(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     live_session_id: Mapped[int | None] = mapped_column(ForeignKey("live_sessions.id"), nullable=True, index=True)
     paid_amount: Mapped[Decimal] = mapped_column(Money)
-    placed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Return-rate analytics select orders by when they were placed.
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Sign-for time of the outbound parcel: the 7-day no-reason window counts from the next day.
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -74,7 +74,8 @@ class SlaService:
         candidates = [p for p in rows if fits(p)]
         if not candidates:
             return await self.ensure_default_policy()
-        return max(candidates, key=lambda p: ((p.kind is not None) + 2 * (p.queue is not None) + (p.min_priority is not None), -p.id))
+        # Equally specific: the newest wins (a change is a new row).
+        return max(candidates, key=lambda p: ((p.kind is not None) + 2 * (p.queue is not None) + (p.min_priority is not None), p.id))
 
     async def targets(self, policy_id: int | None) -> Targets:
         policy = _policies.get(policy_id) if policy_id else None

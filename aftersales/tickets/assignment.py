@@ -41,7 +41,7 @@ class AssignmentService:
         for _ in range(5):
             candidate = select(Ticket.id).where(
                 Ticket.queue.in_(queues), Ticket.assignee_id.is_(None), Ticket.status.in_(WORKABLE)
-            ).order_by(Ticket.sla_due_at.asc(), Ticket.priority.desc(), Ticket.requested_at.asc(), Ticket.id.asc()).limit(1)
+            ).order_by(Ticket.sla_due_at.asc().nulls_last(), Ticket.priority.desc(), Ticket.requested_at.asc(), Ticket.id.asc()).limit(1)
             if self.session.get_bind().dialect.name == "postgresql":
                 candidate = candidate.with_for_update(skip_locked=True)
             ticket_id = await self.session.scalar(candidate)

@@ -81,7 +81,7 @@ async def _customer_history(session: AsyncSession, customer_id: int, ticket_id: 
                 count(and_(Ticket.refunded_at.is_not(None), Ticket.refunded_at >= d30)),
                 count(and_(Ticket.refunded_at.is_not(None), Ticket.refunded_at >= d90)),
                 count(and_(Ticket.rejected_at.is_not(None), Ticket.rejected_at >= d90)),
-            ).where(Ticket.customer_id == customer_id, Ticket.id != ticket_id, Ticket.requested_at >= d90, Ticket.requested_at < at)
+            ).where(Ticket.customer_id == customer_id, Ticket.id != ticket_id, Ticket.requested_at >= d90, Ticket.requested_at <= at)
         )
     ).one()
     keys = ("requests_30d", "requests_90d", "refunds_30d", "refunds_90d", "rejections_90d")

@@ -19,7 +19,7 @@ class Ticket(Base):
         # Keyset pagination of the default listing and of filtered listings.
         Index("ix_tickets_requested_id", "requested_at", "id"),
         Index("ix_tickets_status_requested_id", "status", "requested_at", "id"),
-        Index("ix_tickets_queue_status_requested", "queue", "status", "requested_at"),
+        Index("ix_tickets_queue_status_requested", "queue", "status", "requested_at", "id"),
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
         # "Next ticket": unassigned work of a queue, most urgent first.
         Index("ix_tickets_next", "queue", "assignee_id", "status", "sla_due_at"),

@@ -121,6 +121,7 @@ def parse(text: str) -> Policy:
     rules: list[Rule] = []
     lists: dict[str, tuple[str, ...]] = {}
     default: Outcome | None = None
+    default_line = 0
     names: set[str] = set()
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -142,13 +143,14 @@ def parse(text: str) -> Policy:
             if not rest.startswith("->"):
                 raise PolicyError(number, "expected 'default -> queue NAME'")
             default = _parse_outcome(rest[2:].strip(), number)
+            default_line = number
         else:
             word = line.split()[0]
             raise PolicyError(number, f"a line starts with 'rule', 'list', 'default' or '#', not {word!r}")
     if default is None:
         raise PolicyError(len(text.splitlines()) + 1, "the policy needs a 'default -> queue NAME' line")
     if default.decision != "queue":
-        raise PolicyError(len(text.splitlines()), "the default must route to a queue, never approve")
+        raise PolicyError(default_line, "the default must route to a queue, never approve")
     return Policy(rules=rules, default=default, lists=lists)
 
 
@@ -294,8 +296,9 @@ class _ConditionParser:
         if self._peek() == "(":
             self.pos += 1
             node = self._or()
-            if self._take() != ")":
+            if self._peek() != ")":
                 raise PolicyError(self.line, "missing ')'")
+            self.pos += 1
             return node
         return self._comparison()
 
@@ -355,7 +358,7 @@ class Decision:
         if matched is None:
             return f"no rule matched → {target}"
         parts = [f"{describe_condition(c)} {'✓' if c['held'] else '✗'}" for c in matched["conditions"]]
-        return " · ".join(parts) + f" → {target}"
+        return (" · ".join(parts) or f"rule {matched['rule']} (always)") + f" → {target}"
 
 
 def describe_condition(c: dict[str, Any]) -> str:

@@ -70,10 +70,11 @@ class PolicyService:
                 author="system", created_at=now, published_at=now, published_by="system",
             ))
         try:
-            await self.session.flush()
+            # A savepoint: losing this race must not roll back the caller's work (e.g. an intake).
+            async with self.session.begin_nested():
+                await self.session.flush()
         except IntegrityError:
-            # Another process wrote the defaults at the same moment; theirs are as good.
-            await self.session.rollback()
+            pass  # another process wrote the defaults at the same moment; theirs are as good
 
     async def current(self) -> CurrentPolicy:
         row = (await self.session.execute(
