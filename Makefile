@@ -32,3 +32,13 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) aftersales/static/vendor $(DB) $(DB)-wal $(DB)-shm
+
+## Benchmarks (issue 7; docs/performance.md). Full: SQLite and PostgreSQL at the default scale of
+## 1,000,000 tickets (BENCH_TICKETS=100000 for a shorter run); reuses a data set generated before.
+BENCH_TICKETS ?= 1000000
+bench: setup
+	$(PY) -m bench --db both --tickets $(BENCH_TICKETS) --reuse
+
+## Seconds-long smoke run of the whole benchmark (2,000 tickets, SQLite); fails on any request error.
+bench-quick: setup
+	$(PY) -m bench --quick

@@ -1,0 +1,239 @@
+"""The load driver: a lean asyncio HTTP/1.1 keep-alive client (uvloop + httptools).
+
+Run by bench/run.py as a separate process: `python -m bench.load SPEC.json` prints one JSON result.
+Each of `concurrency` workers owns one keep-alive connection (spread round-robin over the
+targets, so two app instances share the load) and sends its next request as soon as the previous
+answer is complete (closed loop). Requests started during the warm-up are not recorded; requests
+started during the measured window are, including the ones that finish just after it.
+
+A request is an error when the connection fails or the status is not the expected one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httptools
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None  # type: ignore[assignment]
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.fut: asyncio.Future[tuple[int, bytes]] | None = None
+        self.body: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._fail(exc or ConnectionError("connection closed"))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.body = []
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.fut is not None and not self.fut.done():
+            self.fut.set_result((self.parser.get_status_code(), b"".join(self.body)))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.fut is not None and not self.fut.done():
+            self.fut.set_exception(exc)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        assert self.transport is not None
+        self.fut = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.fut
+
+
+def build(method: str, host: str, path: str, headers: dict[str, str], body: bytes | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+# -- request makers ---------------------------------------------------------------------------
+
+
+class Maker:
+    """Builds the next request of a scenario: (raw bytes, expected statuses, units of work)."""
+
+    def __init__(self, spec: dict[str, Any], seed: int) -> None:
+        self.spec = spec
+        self.rng = random.Random(seed)
+        self.kind = spec["kind"]
+        self.headers = dict(spec.get("headers", {}))
+        self.sent_events: list[dict[str, Any]] = []
+
+    def next(self, host: str) -> tuple[bytes, tuple[int, ...], int]:
+        rng = self.rng
+        if self.kind == "get":
+            path = rng.choice(self.spec["paths"])
+            return build("GET", host, path, self.headers), tuple(self.spec.get("expect", (200,))), 1
+        if self.kind == "intake":
+            return self._intake(host)
+        if self.kind == "tracking":
+            return self._tracking(host)
+        raise ValueError(self.kind)
+
+    def _intake(self, host: str) -> tuple[bytes, tuple[int, ...], int]:
+        rng = self.rng
+        external_id, sku = rng.choice(self.spec["orders"])
+        reason, kind = rng.choice(self.spec["reasons"])
+        body = {
+            "order_external_id": external_id,
+            "kind": kind,
+            "reason_code": reason,
+            "items": [{"sku": sku, "quantity": 1}] if kind != "complaint" else [],
+            "requested_amount": "1.00" if kind != "complaint" else "0.00",
+            "description": "直播间买的，收到有问题，申请售后 (bench)",
+            "evidence_urls": ["https://img.example.com/bench/1.jpg"],
+        }
+        headers = {**self.headers, "Idempotency-Key": f"bench-{uuid.UUID(int=rng.getrandbits(128))}"}
+        return build("POST", host, "/api/v1/tickets", headers, json.dumps(body).encode()), (201,), 1
+
+    def _tracking(self, host: str) -> tuple[bytes, tuple[int, ...], int]:
+        """A carrier push: 500 events, 10 % replays of events already sent, late and out-of-order ones."""
+        rng = self.rng
+        size = self.spec.get("batch", 500)
+        replays = int(size * self.spec.get("replay_share", 0.10)) if self.sent_events else 0
+        events: list[dict[str, Any]] = [rng.choice(self.sent_events) for _ in range(replays)]
+        fresh: list[dict[str, Any]] = []
+        while len(fresh) < size - replays:
+            carrier, number, created, last = rng.choice(self.spec["shipments"])
+            t0 = datetime.fromisoformat(created)
+            t1 = datetime.fromisoformat(last) if last else t0 + timedelta(days=1)
+            pair = []
+            for _ in range(2):
+                if rng.random() < 0.7:  # late scans that belong before the parcel's latest event
+                    at = t0 + (t1 - t0) * rng.random()
+                    status = rng.choice(("0", "1002", "1003"))
+                else:  # new scans after it
+                    at = t1 + timedelta(minutes=rng.randrange(1, 3000), microseconds=rng.randrange(1_000_000))
+                    status = rng.choice(("0", "1001", "5"))
+                pair.append({
+                    "carrier": carrier, "tracking_number": number, "source": "kuaidi100", "status": status,
+                    "occurred_at": at.replace(tzinfo=at.tzinfo or UTC).isoformat(),
+                    "location": "杭州", "description": f"bench scan {status}",
+                })
+            pair.sort(key=lambda e: e["occurred_at"], reverse=rng.random() < 0.5)  # half arrive out of order
+            fresh.extend(pair)
+        events.extend(fresh[: size - replays])
+        rng.shuffle(events)
+        self.sent_events.extend(fresh)
+        if len(self.sent_events) > 20_000:
+            del self.sent_events[: len(self.sent_events) - 20_000]
+        body = json.dumps({"events": events}).encode()
+        return build("POST", host, "/api/v1/tracking-events", self.headers, body), (200,), size
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    targets = [tuple(t) for t in spec["targets"]]
+    concurrency = spec["concurrency"]
+    warmup, duration = spec["warmup"], spec["duration"]
+    latencies: list[int] = []
+    statuses: dict[str, int] = {}
+    errors: list[str] = []
+    units = 0
+    t_start = time.perf_counter()
+    measure_from = t_start + warmup
+    measure_to = measure_from + duration
+
+    async def worker(i: int) -> None:
+        nonlocal units
+        host, port = targets[i % len(targets)]
+        maker = Maker(spec, seed=spec.get("seed", 1) * 1000 + i)
+        conn: Conn | None = None
+        while True:
+            now = time.perf_counter()
+            if now >= measure_to:
+                break
+            if conn is None or conn.lost:
+                _, conn = await loop.create_connection(Conn, host, port)
+            raw, expect, n = maker.next(f"{host}:{port}")
+            t0 = time.perf_counter()
+            try:
+                status, body = await conn.request(raw)
+                error = None if status in expect else f"{status}: {body[:300].decode(errors='replace')}"
+            except Exception as exc:  # a dropped connection is an error, then reconnect
+                status, error, conn = 0, f"connection: {exc!r}", None
+            t1 = time.perf_counter()
+            if t0 >= measure_from:
+                latencies.append(int((t1 - t0) * 1e9))
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if error:
+                    errors.append(error)
+                else:
+                    units += n
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = max(time.perf_counter(), measure_to) - measure_from
+    latencies.sort()
+
+    def pct(p: float) -> float | None:
+        if not latencies:
+            return None
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] / 1e6, 2)
+
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "error_samples": sorted(set(errors))[:5],
+        "statuses": statuses,
+        "seconds": round(elapsed, 2),
+        "rps": round(len(latencies) / duration, 1),
+        "units_per_s": round(units / duration, 1),
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies[-1] / 1e6, 2) if latencies else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = argv if argv is not None else sys.argv[1:]
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    if uvloop is not None:
+        uvloop.install()
+    result = asyncio.run(run(spec))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Profile one endpoint in-process with cProfile (no extra tools): where does a request's time go?
+
+    python -m bench.profile --db sqlite+aiosqlite:///./bench/data/bench-100000.db --path /api/v1/tickets/123 -n 200
+    python -m bench.profile --db postgresql+asyncpg://postgres@127.0.0.1/aftersales_bench --path /api/v1/tickets/123
+
+Requests go through the real app (create_app) over httpx's ASGI transport, one at a time, so the
+figures are service time without queueing. Also prints the SQL statements per request and the
+time spent waiting on the database (cursor execute wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import time
+from typing import Any
+
+
+async def _main(args: argparse.Namespace) -> None:
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    import httpx
+    from sqlalchemy import event
+
+    os.environ["AFTERSALES_DATABASE_URL"] = args.db
+    from aftersales.app import create_app
+    from aftersales.auth.tokens import create_token
+    from aftersales.clock import SystemClock
+    from aftersales.settings import Settings
+
+    app = create_app(Settings.from_env())
+    engine = app.state.engine
+    stats = {"statements": 0, "db_seconds": 0.0}
+    started: dict[int, float] = {}
+
+    def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        started[id(cursor)] = time.perf_counter()
+
+    def after(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        stats["statements"] += 1
+        stats["db_seconds"] += time.perf_counter() - started.pop(id(cursor), time.perf_counter())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    async with app.state.sessionmaker() as session:
+        token = await create_token(session, SystemClock(), name="bench-profile", role=args.role)
+        await session.commit()
+    headers = {"Authorization": f"Bearer {token}"}
+    transport = httpx.ASGITransport(app=app)
+    async with app.lifespan() if hasattr(app, "lifespan") and callable(getattr(app, "lifespan")) else _null():
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for _ in range(5):
+                (await client.get(args.path, headers=headers)).raise_for_status()
+            stats.update(statements=0, db_seconds=0.0)
+            prof = cProfile.Profile()
+            t0 = time.perf_counter()
+            prof.enable()
+            for _ in range(args.n):
+                r = await client.get(args.path, headers=headers)
+                r.raise_for_status()
+            prof.disable()
+            wall = time.perf_counter() - t0
+    print(f"{args.n} × GET {args.path}: {wall / args.n * 1000:.2f} ms per request, "
+          f"{stats['statements'] / args.n:.1f} SQL statements per request, "
+          f"{stats['db_seconds'] / args.n * 1000:.2f} ms of it waiting on the database")
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
+    print(out.getvalue())
+    await engine.dispose()
+
+
+class _null:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.profile")
+    p.add_argument("--db", required=True)
+    p.add_argument("--path", required=True)
+    p.add_argument("--role", default="agent")
+    p.add_argument("-n", type=int, default=100)
+    p.add_argument("--sort", default="cumulative")
+    p.add_argument("--top", type=int, default=35)
+    asyncio.run(_main(p.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

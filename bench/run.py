@@ -1,0 +1,585 @@
+"""`python -m bench`: generate (or reuse) a data set, start the real server, drive load, report.
+
+    python -m bench --quick                                  # CI: 2,000 tickets, SQLite, 3 s scenarios
+    python -m bench --db sqlite --tickets 100000             # one database, one scale
+    python -m bench --db both --tickets 1000000 --reuse      # SQLite and PostgreSQL (1 and 2 instances)
+
+For every database the server is started exactly as the README runs it (`aftersales serve
+--port P --no-migrate`, AFTERSALES_DATABASE_URL pointing at the generated data); tokens and the
+signed-in user come from the CLI. Each scenario runs in a separate load process (bench/load.py)
+for a fixed time and concurrency after a warm-up, and the ceiling (`GET /healthz` of the same
+server) is measured in the same run so every figure is also a ratio to it. Peak server memory is
+sampled from /proc (VmRSS of the server process tree, and VmHWM at the end).
+
+Results go to bench/results/<timestamp>-<db>-<scale>.json and docs/performance.md is regenerated
+from all result files. Exit status is 1 when any scenario had an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+DATA = BENCH / "data"
+RESULTS = BENCH / "results"
+BIN = Path(sys.executable).parent
+AFTERSALES = str(BIN / "aftersales")
+PG_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1/aftersales_bench"
+SECRET = "bench-secret-key-0123456789abcdef-not-for-production"
+
+# Intake bodies: (reason, kind) pairs a platform sends.
+INTAKE_REASONS = [
+    ("quality.defect", "return_refund"), ("quality.damaged", "reship"), ("fit.size", "exchange"),
+    ("preference.changed_mind", "return_refund"), ("price.promo_dispute", "refund_only"),
+    ("logistics.delay", "complaint"), ("description.not_as_described", "return_refund"),
+]
+
+TARGETS = {
+    # scenario: (target description, metric, limit) — from issue 7.
+    "intake": ("≥ 1,000 tickets/s, 0 errors", "units_per_s", 1000),
+    "tracking": ("≥ 20,000 events/s", "units_per_s", 20000),
+    "queue_api": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
+    "queue_api_deep": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
+    "queue_page": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
+    "queue_page_default": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
+    "ticket_page": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
+    "ticket_api": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- the machine ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    os_name = platform.platform()
+    try:
+        rel = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+        os_name = f"{rel.get('PRETTY_NAME', '').strip(chr(34))} (kernel {platform.release()})"
+    except OSError:
+        pass
+    sqlite_version = __import__("sqlite3").sqlite_version
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": os_name,
+        "python": platform.python_version(),
+        "sqlite": sqlite_version,
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def pg_version(url: str) -> str | None:
+    import asyncpg
+
+    from bench.generate import asyncpg_dsn
+
+    async def q() -> str:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            return await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(q())
+    except Exception:
+        return None
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+WORKER = {"mode": "auto"}
+
+
+def env_for(url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(AFTERSALES_DATABASE_URL=url, AFTERSALES_SECRET_KEY=SECRET, AFTERSALES_DEFAULT_LOCALE="zh_CN",
+               AFTERSALES_RUN_WORKER=WORKER["mode"])
+    env.pop("AFTERSALES_SQL_ECHO", None)
+    env.pop("AFTERSALES_DEBUG", None)
+    return env
+
+
+def cli(url: str, *args: str, check: bool = True) -> str:
+    proc = subprocess.run([AFTERSALES, *args], env=env_for(url), capture_output=True, text=True, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"aftersales {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+class Server:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.port = free_port()
+        self.cmd = [AFTERSALES, "serve", "--port", str(self.port), "--no-migrate"]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log = open(DATA / f"server-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(self.cmd, env=env_for(self.url), stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: see {self.log.name}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start in 60 s")
+
+    def pids(self) -> list[int]:
+        """The server process and its descendants."""
+        if self.proc is None:
+            return []
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+                    todo.extend(int(c) for c in children)
+            except OSError:
+                pass
+        return out
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Peak resident memory of each server's process tree while a scenario runs."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        self.servers = servers
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        for s in self.servers:
+            for pid in s.pids():
+                try:  # reset VmHWM (Linux ≥ 4.0) so it is this scenario's peak
+                    Path(f"/proc/{pid}/clear_refs").write_text("5")
+                except OSError:
+                    pass
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for s in self.servers:
+                self.peak_kb = max(self.peak_kb, sum(_status_kb(p, "VmRSS") for p in s.pids()))
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        for s in self.servers:
+            self.peak_kb = max(self.peak_kb, sum(_status_kb(p, "VmHWM") for p in s.pids()))
+
+
+# -- data samples -----------------------------------------------------------------------------
+
+
+async def _samples(url: str, n: int, seed: int) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from aftersales.db import create_engine
+    from aftersales.models import Order, OrderItem, Shipment, Ticket
+    from aftersales.tickets.repository import encode_cursor
+
+    rng = random.Random(seed)
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            max_order = await conn.scalar(select(func.max(Order.id)))
+            max_ship = await conn.scalar(select(func.max(Shipment.id)))
+            max_ticket = await conn.scalar(select(func.max(Ticket.id)))
+            order_ids = sorted({rng.randint(1, max_order) for _ in range(n)})
+            # Orders with nothing refunded yet, so a ¥1.00 request is always within what is refundable.
+            refunded = select(Ticket.id).where(Ticket.order_id == Order.id, Ticket.refunded_amount > 0).exists()
+            rows = await conn.execute(
+                select(Order.external_id, func.min(OrderItem.sku)).join(OrderItem, OrderItem.order_id == Order.id)
+                .where(Order.id.in_(order_ids), ~refunded).group_by(Order.external_id)
+            )
+            orders = [list(r) for r in rows]
+            ship_ids = sorted({rng.randint(1, max_ship) for _ in range(n)})
+            rows = await conn.execute(
+                select(Shipment.carrier, Shipment.tracking_number, Shipment.created_at, Shipment.last_event_at)
+                .where(Shipment.id.in_(ship_ids))
+            )
+            shipments = [[c, t, a.isoformat(), b.isoformat() if b else None] for c, t, a, b in rows]
+            ticket_ids = sorted({rng.randint(1, max_ticket) for _ in range(n)})
+            rows = await conn.execute(
+                select(Ticket.id, Ticket.requested_at).where(Ticket.id.in_(ticket_ids), Ticket.queue == "general")
+            )
+            history_cursors = [encode_cursor(SimpleNamespace(id=i, requested_at=at)) for i, at in rows]
+            total = await conn.scalar(select(func.count()).select_from(Ticket))
+    finally:
+        await engine.dispose()
+    return {"orders": orders, "shipments": shipments, "ticket_ids": ticket_ids, "history_cursors": history_cursors,
+            "tickets_in_db": total}
+
+
+def walk_cursors(base: str, path: str, headers: dict[str, str], max_pages: int) -> list[str]:
+    """Follow next_cursor from the first page; returns every cursor handed out."""
+    cursors: list[str] = []
+    cursor = None
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        for _ in range(max_pages):
+            url = path + (f"&cursor={cursor}" if cursor else "")
+            r = client.get(url)
+            r.raise_for_status()
+            cursor = r.json().get("next_cursor")
+            if not cursor:
+                break
+            cursors.append(cursor)
+    return cursors
+
+
+def sign_in(base: str, username: str, password: str) -> str:
+    """GET /login for the CSRF cookie, POST the form; returns the Cookie header of the session."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        client.get("/login").raise_for_status()
+        csrf = client.cookies.get("csrftoken")
+        r = client.post("/login", data={"username": username, "password": password, "_csrf_token": csrf or ""},
+                        headers={"x-csrftoken": csrf or ""})
+        if r.status_code not in (302, 303) or "as_session" not in client.cookies:
+            raise RuntimeError(f"sign-in failed: {r.status_code} {r.text[:200]}")
+        return "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+
+def scenarios(s: dict[str, Any], tokens: dict[str, str], cookie: str, cursors: list[str]) -> list[dict[str, Any]]:
+    feed = {"Authorization": f"Bearer {tokens['integration']}"}
+    agent = {"Authorization": f"Bearer {tokens['agent']}"}
+    page = {"Cookie": cookie}
+    q = "status=pending_review&queue=general"
+    first = [f"/api/v1/tickets?{q}"]
+    deep_api = first + [f"/api/v1/tickets?{q}&cursor={c}" for c in cursors]
+    deep_page = [f"/queue?{q}"] + [f"/queue?{q}&cursor={c}" for c in cursors]
+    history = [f"/api/v1/tickets?status=closed&queue=general&cursor={c}" for c in s["history_cursors"]] or first
+    ids = s["ticket_ids"]
+    return [
+        {"name": "ceiling", "what": "GET /healthz", "kind": "get", "paths": ["/healthz"], "concurrency": 16},
+        {"name": "ticket_api", "what": "GET /api/v1/tickets/{id} (whole chain)", "kind": "get", "headers": agent,
+         "paths": [f"/api/v1/tickets/{i}" for i in ids], "concurrency": 16},
+        {"name": "ticket_page", "what": "GET /tickets/{id} (HTML, whole chain)", "kind": "get", "headers": page,
+         "paths": [f"/tickets/{i}" for i in ids], "concurrency": 16},
+        {"name": "queue_api", "what": f"GET /api/v1/tickets?{q} (first + every cursor page)", "kind": "get",
+         "headers": agent, "paths": deep_api, "concurrency": 16},
+        {"name": "queue_api_deep", "what": "GET /api/v1/tickets?status=closed&queue=general&cursor=<anywhere in 2 years>",
+         "kind": "get", "headers": agent, "paths": history, "concurrency": 16},
+        {"name": "queue_page", "what": f"GET /queue?{q} (HTML, first + every cursor page)", "kind": "get",
+         "headers": page, "paths": deep_page, "concurrency": 16},
+        {"name": "queue_page_default", "what": "GET /queue (HTML, all open statuses)", "kind": "get",
+         "headers": page, "paths": ["/queue"], "concurrency": 16},
+        {"name": "intake", "what": "POST /api/v1/tickets (Idempotency-Key, random generated orders)", "kind": "intake",
+         "headers": feed, "orders": s["orders"], "reasons": INTAKE_REASONS, "concurrency": 64},
+        {"name": "tracking", "what": "POST /api/v1/tracking-events, 500/batch, 10 % replays, late + out-of-order",
+         "kind": "tracking", "headers": feed, "shipments": s["shipments"], "batch": 500, "replay_share": 0.10,
+         "concurrency": 4},
+    ]
+
+
+def run_load(spec: dict[str, Any], servers: list[Server]) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+        spec_path = f.name
+    try:
+        with RssSampler(servers) as rss:
+            proc = subprocess.run([sys.executable, "-m", "bench.load", spec_path], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load driver failed: {proc.stderr[-2000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["peak_rss_mb"] = round(rss.peak_kb / 1024, 1)
+        return result
+    finally:
+        os.unlink(spec_path)
+
+
+# -- query plans ------------------------------------------------------------------------------
+
+
+async def explain(url: str) -> list[dict[str, Any]]:
+    """Run the real repository/service code, capture the SQL it sends, and EXPLAIN each statement."""
+    from sqlalchemy import event, func, select
+
+    from aftersales.clock import SystemClock
+    from aftersales.db import create_engine, create_sessionmaker
+    from aftersales.models import Shipment, Ticket
+    from aftersales.orders.schemas import TrackingEventIn
+    from aftersales.orders.service import OrderService
+    from aftersales.tickets.repository import TicketFilter, TicketRepository, encode_cursor
+    from aftersales.tickets.pages import OPEN_STATUSES
+
+    engine = create_engine(url)
+    captured: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        captured.append((statement, parameters))
+
+    plans: list[dict[str, Any]] = []
+    sessionmaker = create_sessionmaker(engine)
+    is_pg = not url.startswith("sqlite")
+
+    async def capture(title: str, fn: Any) -> None:
+        captured.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", grab)
+        try:
+            async with sessionmaker() as session:
+                await fn(session)
+                await session.rollback()
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", grab)
+        statements = [(st, p) for st, p in captured if st.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE"))]
+        async with engine.connect() as conn:
+            for st, params in statements:
+                prefix = "EXPLAIN " if is_pg else "EXPLAIN QUERY PLAN "
+                rows = (await conn.exec_driver_sql(prefix + st, params)).all()
+                plan = "\n".join(r[0] for r in rows) if is_pg else "\n".join(f"{'  ' * _depth(rows, r)}{r[-1]}" for r in rows)
+                plans.append({"query": title, "sql": " ".join(st.split()), "plan": plan})
+            await conn.rollback()
+
+    async with sessionmaker() as session:
+        mid = await session.scalar(select(func.max(Ticket.id))) // 2
+        t = (await session.execute(select(Ticket.id, Ticket.requested_at).where(Ticket.id == mid))).one()
+        deep = encode_cursor(SimpleNamespace(id=t[0], requested_at=t[1]))
+        ship = (await session.execute(select(Shipment).where(Shipment.id == mid))).scalar_one()
+        carrier, number = ship.carrier, ship.tracking_number
+
+    flt = TicketFilter(statuses=["pending_review"], queues=["general"])
+    await capture("queue listing: status=pending_review & queue=general, newest first, first page",
+                  lambda s: TicketRepository(s).list_page(flt, limit=50, cursor=None))
+    await capture("queue listing: status=closed & queue=general, keyset page in the middle of history",
+                  lambda s: TicketRepository(s).list_page(TicketFilter(statuses=["closed"], queues=["general"]), limit=50, cursor=deep))
+    await capture("queue page default: every open status, newest first",
+                  lambda s: TicketRepository(s).list_page(TicketFilter(statuses=OPEN_STATUSES), limit=50, cursor=None))
+    await capture("ticket by id with its whole chain (load_chain)", lambda s: TicketRepository(s).load_chain(mid))
+
+    async def ingest(s: Any) -> None:
+        ev = TrackingEventIn(carrier=carrier, tracking_number=number, source="kuaidi100", status="0",
+                             occurred_at=datetime(2025, 1, 1, tzinfo=UTC), location="杭州", description="explain")
+        await OrderService(s, SystemClock()).ingest_tracking([ev], limit=1000)
+
+    await capture("tracking-event ingestion: shipment lookup, dedupe insert, shipment refresh", ingest)
+    await engine.dispose()
+    return plans
+
+
+def _depth(rows: list[Any], row: Any) -> int:
+    # EXPLAIN QUERY PLAN rows are (id, parent, notused, detail).
+    parents = {r[0]: r[1] for r in rows}
+    depth, p = 0, row[1]
+    while p in parents and depth < 10:
+        depth, p = depth + 1, parents[p]
+    return depth
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def prepare(url: str, tickets: int, seed: int, reuse: bool, label: str) -> dict[str, Any]:
+    from bench.generate import generate
+
+    meta_path = DATA / f"{label}.json"
+    if reuse and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("tickets") == tickets and meta.get("seed") == seed:
+            log(f"reusing {label} ({tickets:,} tickets, generated in {meta['seconds_total']} s)")
+            meta["reused"] = True
+            return meta
+    log(f"generating {tickets:,} tickets into {label}")
+    meta = generate(url, tickets=tickets, seed=seed)
+    meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    log(f"generated {meta['rows_total']:,} rows in {meta['seconds_total']} s")
+    meta["reused"] = False
+    return meta
+
+
+def bench_database(url: str, *, db: str, tickets: int, seed: int, reuse: bool, duration: float, warmup: float,
+                   instances: list[int], only: set[str] | None, label: str, samples_n: int,
+                   concurrency: int | None = None) -> dict[str, Any]:
+    meta = prepare(url, tickets, seed, reuse, label)
+    tokens = {role: cli(url, "token", "create", "--role", role, "--name", f"bench-{role}") for role in ("integration", "agent")}
+    cli(url, "user", "create", "--username", "bench", "--role", "agent", "--password", "bench-pass-1", check=False)
+    samples = asyncio.run(_samples(url, samples_n, seed))
+    log("EXPLAIN of the hot queries")
+    plans = asyncio.run(explain(url))
+    runs: list[dict[str, Any]] = []
+    for n in instances:
+        servers = [Server(url) for _ in range(n)]
+        try:
+            for s in servers:
+                s.start()
+            base = f"http://127.0.0.1:{servers[0].port}"
+            cookie = sign_in(base, "bench", "bench-pass-1")
+            cursors = walk_cursors(base, "/api/v1/tickets?status=pending_review&queue=general&limit=50",
+                                   {"Authorization": f"Bearer {tokens['agent']}"}, max_pages=400)
+            log(f"{db} × {n} instance(s): {len(cursors) + 1} pages in the pending_review/general queue")
+            results: dict[str, Any] = {}
+            for sc in scenarios(samples, tokens, cookie, cursors):
+                if only and sc["name"] not in only and sc["name"] != "ceiling":
+                    continue
+                spec = {**sc, "targets": [["127.0.0.1", s.port] for s in servers], "duration": duration,
+                        "warmup": warmup, "seed": seed}
+                spec["concurrency"] = max(concurrency or sc["concurrency"], n)
+                log(f"{db} × {n}: {sc['name']} (c={spec['concurrency']}, {duration:g} s after {warmup:g} s warm-up)")
+                r = run_load(spec, servers)
+                r.update(what=sc["what"], concurrency=spec["concurrency"])
+                results[sc["name"]] = r
+                log(f"  → {r['rps']:,} req/s ({r['units_per_s']:,} units/s), p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                    f"errors {r['errors']}, peak RSS {r['peak_rss_mb']} MB" + (f"  {r['error_samples'][:1]}" if r["errors"] else ""))
+            ceiling = results.get("ceiling", {}).get("rps") or None
+            for r in results.values():
+                r["ceiling_ratio"] = round(r["rps"] / ceiling, 3) if ceiling else None
+            runs.append({"instances": n, "queue_pages": len(cursors) + 1, "scenarios": results})
+        finally:
+            for s in servers:
+                s.stop()
+    return {"db": db, "url": meta["url"], "scale": tickets, "generation": meta, "tickets_in_db_at_start": samples["tickets_in_db"],
+            "runs": runs, "explain": plans}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['db']} · {result['scale']:,} tickets")
+    for col in ("inst", "scenario", "c", "req/s", "units/s", "p50 ms", "p95 ms", "p99 ms", "errors", "× ceiling", "peak RSS MB"):
+        table.add_column(col, justify="right" if col not in ("scenario",) else "left")
+    for run in result["runs"]:
+        for name, r in run["scenarios"].items():
+            table.add_row(str(run["instances"]), name, str(r["concurrency"]), f"{r['rps']:,.0f}", f"{r['units_per_s']:,.0f}",
+                          str(r["p50_ms"]), str(r["p95_ms"]), str(r["p99_ms"]), str(r["errors"]),
+                          f"{r['ceiling_ratio']:.3f}" if r["ceiling_ratio"] is not None else "-", str(r["peak_rss_mb"]))
+    Console(stderr=True, width=170).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description="Benchmarks of the aftersales service (issue 7).")
+    p.add_argument("--quick", action="store_true", help="2,000 tickets, SQLite, 3-second scenarios: for CI")
+    p.add_argument("--db", choices=("sqlite", "postgres", "both"), default="sqlite")
+    p.add_argument("--tickets", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per scenario")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--reuse", action="store_true", help="reuse a data set generated earlier with the same scale and seed")
+    p.add_argument("--pg-url", default=os.environ.get("AFTERSALES_BENCH_PG_URL", PG_DEFAULT))
+    p.add_argument("--sqlite-path", default=None, help="default bench/data/bench-<scale>.db")
+    p.add_argument("--instances", default="1,2", help="PostgreSQL app instances to run, e.g. 1,2")
+    p.add_argument("--only", default="", help="comma-separated scenario names (the ceiling always runs)")
+    p.add_argument("--no-docs", action="store_true", help="do not regenerate docs/performance.md")
+    p.add_argument("--worker", choices=("auto", "on", "off"), default="auto",
+                   help="AFTERSALES_RUN_WORKER for the servers (auto = as the README runs it: in-process on SQLite)")
+    p.add_argument("--concurrency", type=int, default=None, help="override every scenario's concurrency (diagnosis)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.tickets, args.duration, args.warmup, args.db = 2000, 3.0, 1.0, "sqlite"
+    WORKER["mode"] = args.worker
+    DATA.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    info = machine()
+    only = {x for x in args.only.split(",") if x} or None
+    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    failed = False
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for db in dbs:
+        if db == "sqlite":
+            path = Path(args.sqlite_path or DATA / f"bench-{args.tickets}.db").resolve()
+            url, label, instances = f"sqlite+aiosqlite:///{path}", f"sqlite-{args.tickets}", [1]
+        else:
+            url, label = args.pg_url, f"postgres-{args.tickets}"
+            instances = [int(x) for x in args.instances.split(",") if x]
+            info["postgresql"] = pg_version(url)
+        result = bench_database(url, db=db, tickets=args.tickets, seed=args.seed, reuse=args.reuse,
+                                duration=args.duration, warmup=args.warmup, instances=instances, only=only,
+                                label=label, samples_n=200 if args.quick else 5000, concurrency=args.concurrency)
+        diagnostic = bool(args.concurrency or only)
+        result.update(worker=args.worker, machine=info, command=command, quick=args.quick, at=stamp, duration=args.duration, warmup=args.warmup,
+                      diagnostic=diagnostic)
+        suffix = "-quick" if args.quick else ("-diag" if diagnostic else "")
+        out = RESULTS / f"{stamp}-{db}-{args.tickets}{suffix}.json"
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        log(f"wrote {out.relative_to(ROOT)}")
+        print_table(result)
+        if any(r["errors"] for run in result["runs"] for r in run["scenarios"].values()):
+            failed = True
+    if not args.no_docs and not args.quick:
+        from bench.report import write_docs
+
+        write_docs()
+        log("regenerated docs/performance.md")
+    if failed:
+        log("some scenarios had errors")
+    return 1 if failed else 0
