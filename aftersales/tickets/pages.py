@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -59,7 +60,7 @@ class TicketPages(Controller):
         cursor = params.get("cursor") or None
         tickets, next_cursor = await TicketRepository(db_session).list_page(flt, limit=PAGE_SIZE, cursor=cursor)
         kept = [(k, v) for k, v in params.multi_items() if k != "cursor" and v]
-        base_query = "&".join(f"{k}={v}" for k, v in kept)
+        base_query = urlencode(kept)
         context = {
             "tickets": tickets,
             "now": clock.now(),
