@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -233,23 +233,70 @@ class OrderService:
             shipment = shipments.get((row["carrier"], row["tracking_number"]))
             row["shipment_id"] = shipment.id if shipment else None
         stored = await self._insert_new_events(rows)
-        touched = {row["shipment_id"] for row in stored if row["shipment_id"] is not None}
+        by_shipment: dict[int, list[dict[str, Any]]] = {}
+        for row in stored:
+            if row["shipment_id"] is not None:
+                by_shipment.setdefault(row["shipment_id"], []).append(row)
+        shipments_by_id = {s.id: s for s in shipments.values()}
+        newly_delivered = await self._apply_new_events(shipments_by_id, by_shipment)
         moved: list[str] = []
-        for shipment_id in sorted(touched):
-            delivered_event = await self._refresh_shipment_status(shipment_id)
-            if delivered_event is not None and on_delivered is not None:
-                shipment, event = delivered_event
-                number = await on_delivered(shipment, event)
-                if number:
-                    moved.append(number)
+        for shipment_id in sorted(newly_delivered):
+            if on_delivered is None:
+                break
+            event = await self.session.scalar(
+                select(TrackingEvent).where(TrackingEvent.shipment_id == shipment_id, TrackingEvent.status == "delivered")
+                .order_by(TrackingEvent.occurred_at).limit(1)
+            )
+            number = await on_delivered(shipments_by_id[shipment_id], event) if event else None
+            if number:
+                moved.append(number)
         return {
             "received": len(rows),
             "stored": len(stored),
             "duplicates": len(rows) - len(stored),
             "unmatched": sum(1 for row in stored if row["shipment_id"] is None),
-            "shipments_updated": len(touched),
+            "shipments_updated": len(by_shipment),
             "tickets_moved": moved,
         }
+
+    async def _apply_new_events(self, shipments: dict[int, Shipment], new: dict[int, list[dict[str, Any]]]) -> set[int]:
+        """Fold the batch's new events into each shipment's status without re-reading its history:
+        the latest event wins (same-second scans by progress), the earliest delivery is the sign-for.
+        Returns the shipments this batch made delivered."""
+        updates: list[dict[str, Any]] = []
+        delivered_now: set[int] = set()
+        signed_orders: dict[int, datetime] = {}
+        for shipment_id, events in new.items():
+            shipment = shipments[shipment_id]
+            latest = max(events, key=_event_order)
+            values: dict[str, Any] = {}
+            current = (shipment.last_event_at, carriers.PROGRESS.get(shipment.status or "", 0), shipment.raw_status or "")
+            if shipment.last_event_at is None or _event_order(latest) > current:
+                values.update(status=latest["status"], raw_status=latest["raw_status"], status_source=latest["source"],
+                              last_event_at=latest["occurred_at"])
+            deliveries = [e["occurred_at"] for e in events if e["status"] == "delivered"]
+            if deliveries and (shipment.delivered_at is None or min(deliveries) < shipment.delivered_at):
+                values["delivered_at"] = min(deliveries)
+                if shipment.delivered_at is None:
+                    delivered_now.add(shipment_id)
+                if shipment.direction == "outbound":
+                    signed_orders[shipment.order_id] = min(deliveries)
+            if values:
+                for key, value in values.items():
+                    setattr(shipment, key, value)
+                updates.append({"id": shipment_id, **values})
+        for row in updates:
+            shipment_id = row.pop("id")
+            await self.session.execute(
+                update(Shipment).where(Shipment.id == shipment_id).values(**row).execution_options(synchronize_session=False)
+            )
+        for order_id, at in signed_orders.items():
+            # Sign-for of the outbound parcel starts the 7-day no-reason window.
+            await self.session.execute(
+                update(Order).where(Order.id == order_id, or_(Order.delivered_at.is_(None), Order.delivered_at > at))
+                .values(delivered_at=at).execution_options(synchronize_session=False)
+            )
+        return delivered_now
 
     async def _shipments_for(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Shipment]:
         found: dict[tuple[str, str], Shipment] = {}
@@ -344,6 +391,11 @@ class OrderService:
             .order_by(Shipment.created_at, Shipment.id)
         )
         return list((await self.session.execute(query)).scalars())
+
+
+def _event_order(event: dict[str, Any]) -> tuple[datetime, int, str]:
+    """Latest first by time; at the same second the scan further along wins (as in the SQL refresh)."""
+    return (ensure_utc(event["occurred_at"]), carriers.PROGRESS.get(event["status"], 0), event["raw_status"])
 
 
 def _event_digest(source: str, raw: str, occurred_at: datetime) -> str:
