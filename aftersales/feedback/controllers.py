@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aftersales import i18n
 from aftersales.auth.guards import current_principal, requires
 from aftersales.clock import Clock, ensure_utc
-from aftersales.errors import Forbidden, InvalidInput, NotFound
+from aftersales.errors import InvalidInput, NotFound
 from aftersales.feedback import analytics
 from aftersales.feedback.actions import allowed_teams, require_team
 from aftersales.feedback.charts import return_rate_trend, weekly_return_rates
@@ -449,4 +449,4 @@ def _query_url(path: str, params: dict[str, str]) -> str:
     return path + (f"?{urlencode(kept)}" if kept else "")
 
 
-__all__ = ["FeedbackController", "FeedbackReportPages", "Forbidden"]
+__all__ = ["FeedbackController", "FeedbackReportPages"]

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.feedback.actions import OPEN_STATUSES
 from aftersales.feedback.models import ITEM_STATUSES, FeedbackAction, FeedbackItem
-from aftersales.feedback.routing import TEAMS
 from aftersales.orders.models import LiveSession
 from aftersales.tickets.models import Ticket
 
@@ -176,4 +175,4 @@ def _aware(value: datetime) -> datetime:
     return ensure_utc(value)
 
 
-__all__ = ["GROUPS", "STATUS_CHOICES", "TEAMS", "InboxFilter", "filter_options", "group_counts", "list_items", "team_status"]
+__all__ = ["GROUPS", "STATUS_CHOICES", "InboxFilter", "filter_options", "group_counts", "list_items", "team_status"]

@@ -23,7 +23,7 @@ from aftersales.errors import DomainError, Forbidden, InvalidInput, NotFound
 from aftersales.feedback import inbox
 from aftersales.feedback.actions import FeedbackActions, allowed_teams, day_start
 from aftersales.feedback.controllers import HELPERS
-from aftersales.feedback.models import FeedbackAction, FeedbackItem, FeedbackRecord
+from aftersales.feedback.models import FeedbackItem, FeedbackRecord
 from aftersales.feedback.routing import TEAMS
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.taxonomy import REASONS, is_known_reason
@@ -286,4 +286,4 @@ async def _record_context(db_session: AsyncSession, ticket_id: int) -> dict[str,
             **HELPERS}
 
 
-__all__ = ["FeedbackPages", "TicketFeedbackPages", "FeedbackAction"]
+__all__ = ["FeedbackPages", "TicketFeedbackPages"]
