@@ -140,7 +140,22 @@ async def _queues_context(db_session: AsyncSession) -> dict[str, Any]:
     people = list((await db_session.execute(
         select(User).where(User.role.in_(("agent", "supervisor")), User.active.is_(True)).order_by(User.username)
     )).scalars())
-    return {"queues": await _queues_out(db_session), "people": people, "error": None, "notice": None}
+    # A queue's routing conditions are the policy rules that send tickets to it.
+    return {"queues": await _queues_out(db_session), "people": people, "error": None, "notice": None,
+            "routes": await _routes_by_queue(db_session)}
+
+
+async def _routes_by_queue(db_session: AsyncSession) -> dict[str, list[str]]:
+    from aftersales.clock import SystemClock
+
+    current = await PolicyService(db_session, SystemClock()).current()
+    routes: dict[str, list[str]] = {}
+    for rule in current.policy.rules:
+        if rule.outcome.queue:
+            routes.setdefault(rule.outcome.queue, []).append(f"v{current.version} · {rule.name} (line {rule.line})")
+    if current.policy.default.queue:
+        routes.setdefault(current.policy.default.queue, []).append(f"v{current.version} · default")
+    return routes
 
 
 def _day(value: str, settings: Settings, field: str, *, next_day: bool = False) -> datetime:
