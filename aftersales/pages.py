@@ -151,4 +151,7 @@ def page_auth_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     return render(request, "errors/forbidden.html", {"detail": exc.detail}, status_code=403)
 
 
+# Every page controller answers auth failures the page way (sign-in redirect, 403 page).
+PAGE_ERRORS = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+
 from aftersales import labels  # noqa: E402

@@ -31,7 +31,7 @@ from aftersales.feedback.models import Digest, FeedbackRecord
 from aftersales.feedback.routing import TEAMS
 from aftersales.feedback.stats import ALPHA, MIN_RATIO, MIN_RETURNS, MIN_UNITS
 from aftersales.feedback.taxonomy import REASONS, is_known_reason, reason_label
-from aftersales.pages import page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, page_auth_error, render
 from aftersales.settings import Settings
 from aftersales.sla.controllers import CSV_BOM, parse_instant
 
@@ -323,7 +323,7 @@ class FeedbackController(Controller):
 class FeedbackReportPages(Controller):
     include_in_schema = False
     guards = [requires(*READ_FEEDBACK)]
-    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+    exception_handlers = PAGE_ERRORS
 
     @get("/feedback/digests")
     async def digests(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings,

@@ -27,7 +27,7 @@ from aftersales.feedback.models import FeedbackItem, FeedbackRecord
 from aftersales.feedback.routing import TEAMS
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.taxonomy import REASONS, is_known_reason
-from aftersales.pages import page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, page_auth_error, render
 from aftersales.settings import Settings
 from aftersales.tickets.models import Ticket
 
@@ -41,7 +41,7 @@ FILTER_KEYS = ("status", "category", "product", "session", "host", "from", "to",
 class FeedbackPages(Controller):
     include_in_schema = False
     guards = [requires(*READ_FEEDBACK)]
-    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+    exception_handlers = PAGE_ERRORS
 
     @get("/feedback")
     async def inbox(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template:
@@ -154,7 +154,7 @@ class TicketFeedbackPages(Controller):
 
     include_in_schema = False
     guards = [requires(*WORK_TICKETS)]
-    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+    exception_handlers = PAGE_ERRORS
 
     @get("/tickets/{ticket_id:int}/feedback")
     async def edit(self, request: Request[Any, Any, Any], ticket_id: int, db_session: AsyncSession) -> Template:

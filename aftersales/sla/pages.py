@@ -16,7 +16,7 @@ from aftersales.auth.guards import requires
 from aftersales.clock import Clock
 from aftersales.errors import InvalidInput
 from aftersales.feedback.taxonomy import PARENTS
-from aftersales.pages import page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, page_auth_error, render
 from aftersales.settings import Settings
 from aftersales.sla import reports
 from aftersales.sla.charts import closure_trend
@@ -55,7 +55,7 @@ def _query(params: Any, keys: tuple[str, ...]) -> dict[str, str]:
 class SlaPages(Controller):
     include_in_schema = False
     guards = [requires(*SUPERVISE)]
-    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+    exception_handlers = PAGE_ERRORS
 
     @get("/sla")
     async def board(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template:

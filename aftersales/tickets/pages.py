@@ -19,7 +19,7 @@ from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.models import FeedbackRecord
 from aftersales.feedback.taxonomy import REASONS
-from aftersales.pages import page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, page_auth_error, render
 from aftersales.settings import Settings
 from aftersales.tickets import macros, workflow
 from aftersales.tickets.repository import TicketChain, TicketFilter, TicketRepository
@@ -39,7 +39,7 @@ PAGE_SIZE = 50
 class TicketPages(Controller):
     include_in_schema = False
     guards = [requires(*WORK_TICKETS)]
-    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+    exception_handlers = PAGE_ERRORS
 
     @get("/queue")
     async def queue(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template:
@@ -115,7 +115,7 @@ class TicketPages(Controller):
 class AssignmentPages(Controller):
     include_in_schema = False
     guards = [requires(*WORK_TICKETS)]
-    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+    exception_handlers = PAGE_ERRORS
 
     @post("/tickets/{ticket_id:int}/owner")
     async def change_owner(self, request: Request[Any, Any, Any], ticket_id: int, db_session: AsyncSession, clock: Clock) -> Template | Redirect:

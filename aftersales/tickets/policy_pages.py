@@ -18,13 +18,13 @@ from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
 from jinja2_fragments.litestar import HTMXBlockTemplate
 
-from aftersales.pages import base_context, page_auth_error, render
+from aftersales.pages import base_context, PAGE_ERRORS, page_auth_error, render
 from aftersales.settings import Settings
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.policy_api import SUPERVISE, QueueIn, _queues_out, save_queue
 from aftersales.tickets.policy_service import PolicyService
 
-HANDLERS = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+HANDLERS = PAGE_ERRORS
 
 
 class PolicyPages(Controller):
