@@ -24,6 +24,8 @@ from aftersales.errors import EXCEPTION_HANDLERS, problem
 from aftersales.feedback.pages import FeedbackPages
 from aftersales.feedback.pages import TicketFeedbackPages
 from aftersales.feedback.controllers import FeedbackController, FeedbackReportPages
+from aftersales.feedback.settings_api import FeedbackSettingsController
+from aftersales.feedback.settings_pages import FeedbackSettingsPages
 from aftersales.notifications.controllers import WebhookController
 from aftersales.notifications.pages import AdminNotificationPages, NotificationPages
 from aftersales.sla.controllers import SlaController
@@ -98,6 +100,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             FeedbackReportPages,
             TicketFeedbackPages,
             FeedbackController,
+            FeedbackSettingsController,
+            FeedbackSettingsPages,
             PolicyPages,
             NextTicketPage,
             SlaController,

@@ -14,7 +14,7 @@ from aftersales.errors import InvalidInput, NotFound
 from aftersales.feedback import classify
 from aftersales.feedback.models import FeedbackItem, FeedbackRecord, ReasonCategory, RoutingRule
 from aftersales.feedback.routing import DEFAULT_ROUTES
-from aftersales.feedback.taxonomy import REASONS, is_known_reason
+from aftersales.feedback.taxonomy import REASONS
 from aftersales.orders.models import LiveSession, Order, OrderItem
 from aftersales.tickets.models import Ticket, TicketItem
 
@@ -55,8 +55,9 @@ class FeedbackService:
         return record
 
     async def refine(self, ticket_id: int, category: str, by: str) -> FeedbackRecord:
+        from aftersales.feedback.settings import reason_exists  # settings imports this module
         """An agent confirms or corrects the category; new (unread) items are routed again."""
-        if not is_known_reason(category):
+        if not await reason_exists(self.session, category):
             raise InvalidInput.on("category", f"unknown category {category!r}")
         record = await self.session.get(FeedbackRecord, ticket_id)
         ticket = await self.session.get(Ticket, ticket_id)

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +24,7 @@ from aftersales.feedback.settings import (
 )
 from aftersales.feedback.taxonomy import PARENTS
 from aftersales.labels import label
-from aftersales.pages import is_htmx, page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, is_htmx, render
 
 PAGE = "/feedback/settings"
 TEMPLATE = "feedback/settings.html"
@@ -38,7 +37,7 @@ RULE_FIELDS = ("category", "team", "product_categories", "min_repeat", "note")
 class FeedbackSettingsPages(Controller):
     include_in_schema = False
     guards = [requires(*EDIT_RULES)]
-    exception_handlers = {NotAuthorizedException: page_auth_error, PermissionDeniedException: page_auth_error}
+    exception_handlers = PAGE_ERRORS
 
     @get(PAGE)
     async def page(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock) -> Template:
@@ -132,22 +131,13 @@ async def _context(request: Request[Any, Any, Any], db_session: AsyncSession, cl
     service = FeedbackSettings(db_session, clock)
     categories = await service.categories()
     groups = await service.groups()
-    zh = i18n.get_locale() == "zh_CN"
-    names = {c.code: (c.name_zh if zh else c.name_en) for c in categories}
-    group_names = {g: PARENTS.get(g, {}).get("zh_CN" if zh else "en", g) for g in groups}
+    locale = "zh_CN" if i18n.get_locale() == "zh_CN" else "en"
+    group_names = {g: PARENTS.get(g, {}).get(locale, g) for g in groups}
     principal = request.scope.get("state", {}).get("principal")
-
-    def category_name(value: str) -> str:
-        """A rule's category in words: a reason's name, or 'all of group X'."""
-        if value in names:
-            return names[value]
-        if value in group_names:
-            return i18n.gettext("All %(group)s reasons", group=group_names[value])
-        return value
 
     return {
         "categories": categories, "groups": groups, "group_names": group_names, "rules": await service.rules(),
-        "teams": list(TEAMS), "category_name": category_name, "min_repeat": MIN_REPEAT, "max_repeat": MAX_REPEAT,
+        "teams": list(TEAMS), "min_repeat": MIN_REPEAT, "max_repeat": MAX_REPEAT,
         "can_edit_taxonomy": principal is not None and principal.role in EDIT_TAXONOMY,
         "error": None, "error_field": None, "notice": None, "category_form": None, "category_error_code": None,
         "rule_form": None, "rule_error_id": None,

@@ -15,7 +15,7 @@ from aftersales.auth.principal import SYSTEM, Principal, carrier_actor
 from aftersales.clock import Clock
 from aftersales.db import dialect_insert
 from aftersales.errors import ActionNotAllowed, Conflict, InvalidInput, NotFound, StaleVersion
-from aftersales.feedback.taxonomy import is_known_reason
+from aftersales.feedback.settings import reason_exists
 from aftersales.orders.models import Order, OrderItem, Shipment, TrackingEvent
 from aftersales.orders.schemas import ShipmentIn
 from aftersales.orders.service import OrderService
@@ -107,7 +107,7 @@ class TicketService:
         return order
 
     async def _check_intake(self, data: TicketIn, order: Order, requested_at: datetime, now: datetime) -> Decimal:
-        if not is_known_reason(data.reason_code):
+        if not await reason_exists(self.session, data.reason_code):
             raise InvalidInput.on("reason_code", f"unknown reason code {data.reason_code!r}")
         if requested_at > now + CLOCK_SKEW:
             raise InvalidInput.on("requested_at", "is in the future")
