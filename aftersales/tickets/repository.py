@@ -16,7 +16,7 @@ from aftersales.clock import ensure_utc
 from aftersales.errors import InvalidInput, NotFound
 from aftersales.schemas import check_id
 from aftersales.orders.models import Order, OrderItem, Shipment
-from aftersales.tickets.models import Ticket, TicketItem, TimelineEvent
+from aftersales.tickets.models import Ticket, TicketDecision, TicketItem, TimelineEvent
 
 
 @dataclass
@@ -117,7 +117,8 @@ class TicketRepository:
             .order_by(Shipment.created_at, Shipment.id)
         )
         shipments = list((await self.session.execute(shipments_q)).scalars())
-        return TicketChain(ticket=ticket, shipments=shipments)
+        decision = await self.session.get(TicketDecision, ticket.id)
+        return TicketChain(ticket=ticket, shipments=shipments, decision=decision)
 
     async def customer_history(self, customer_id: int, *, exclude_id: int, limit: int = 20) -> list[Ticket]:
         query = (
@@ -133,6 +134,7 @@ class TicketRepository:
 class TicketChain:
     ticket: Ticket
     shipments: list[Shipment]
+    decision: TicketDecision | None = None
 
     def item_lookup(self) -> dict[int, OrderItem]:
         return {item.id: item for item in self.ticket.order.items}

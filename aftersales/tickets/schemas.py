@@ -90,7 +90,21 @@ class ChainEntry(msgspec.Struct, kw_only=True):
     ref: str | None = None
 
 
+class DecisionOut(msgspec.Struct, kw_only=True):
+    """What the auto-approval policy decided at intake, and why."""
+
+    policy_version: int
+    decision: str
+    rule: str | None
+    queue: str | None
+    priority: int
+    suggestion: str | None
+    explanation: str
+    decided_at: datetime
+
+
 class TicketDetail(TicketSummary, kw_only=True):
+    decision: DecisionOut | None
     description: str
     evidence_urls: list[str]
     external_id: str | None
@@ -128,6 +142,11 @@ def ticket_detail(chain: "TicketChain") -> TicketDetail:
     t = chain.ticket
     return TicketDetail(
         **msgspec.structs.asdict(ticket_summary(t)),
+        decision=DecisionOut(
+            policy_version=chain.decision.policy_version, decision=chain.decision.decision, rule=chain.decision.rule,
+            queue=chain.decision.queue, priority=chain.decision.priority, suggestion=chain.decision.suggestion,
+            explanation=chain.decision.explanation, decided_at=chain.decision.decided_at,
+        ) if chain.decision else None,
         description=t.description,
         evidence_urls=list(t.evidence_urls or []),
         external_id=t.external_id,

@@ -88,3 +88,16 @@ async def test_return_refund_journey_and_replay(client, tokens, session, clock):
     assert await _counts(session) == before
     again = (await client.get(f"/api/v1/tickets/{tid}", headers=agent)).json()
     assert again["version"] == final["version"] and again["timeline"] == final["timeline"]
+
+
+async def test_intake_answer_names_the_decision_and_policy_version(client, tokens):
+    feed = tokens["integration"]
+    assert (await client.put("/api/v1/orders/O-9", json=order_body(customer="C-9"), headers=feed)).status_code == 201
+    body = ticket_body(order="O-9", kind="refund_only", reason_code="preference.changed_mind", items=[], requested_amount="59.50")
+    answer = (await client.post("/api/v1/tickets", json=body, headers=feed)).json()
+    assert answer["status"] == "refunding"  # nothing shipped: refunded without a person
+    decision = answer["decision"]
+    assert decision["policy_version"] == 1 and decision["decision"] == "approve"
+    assert decision["rule"] == "refund_before_shipment"
+    assert "kind refund_only = refund_only ✓" in decision["explanation"]
+    assert "shipped false = false ✓" in decision["explanation"]
