@@ -38,12 +38,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
 
 from aftersales import demo
+from aftersales.feedback import classify
+from aftersales.feedback.models import FeedbackItem, FeedbackRecord
+from aftersales.feedback.routing import DEFAULT_ROUTES
+from aftersales.feedback.service import EXTRA_DEFAULT_RULES, REPEAT_WINDOW, _because
+from aftersales.feedback.taxonomy import is_quality_reason
 from aftersales.models import (
     Customer,
     LiveSession,
@@ -57,7 +63,12 @@ from aftersales.models import (
     TrackingEvent,
 )
 from aftersales.orders.service import _event_digest
+from aftersales.sla.models import SlaEvent
+from aftersales.sla.service import DEFAULT_PAUSE, DEFAULT_WARN
+from aftersales.tickets import policy as policy_rules
 from aftersales.tickets import workflow
+from aftersales.tickets.facts import NO_REASON_EXCLUDED_CATEGORIES, no_reason_window_open
+from aftersales.tickets.models import TicketDecision
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DAYS = 730
@@ -67,7 +78,8 @@ N_AGENTS = 40
 CHUNK_TICKETS = 5_000
 
 # Load order respects foreign keys (COPY on PostgreSQL checks them).
-TABLES = (Customer, LiveSession, Order, OrderItem, Ticket, TicketItem, TimelineEvent, Shipment, TrackingEvent, TicketNumberCounter)
+TABLES = (Customer, LiveSession, Order, OrderItem, Ticket, TicketItem, TimelineEvent, Shipment, TrackingEvent, TicketNumberCounter,
+          TicketDecision, FeedbackRecord, FeedbackItem, SlaEvent)
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": ("id", "external_id", "name", "created_at"),
@@ -87,13 +99,39 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "tracking_events": ("id", "shipment_id", "carrier", "tracking_number", "source", "raw_status", "status",
                         "occurred_at", "location", "description", "event_id", "dedupe_key", "received_at"),
     "ticket_number_counters": ("day", "last"),
+    "ticket_decisions": ("ticket_id", "policy_version", "decision", "rule", "queue", "priority", "suggestion", "facts",
+                         "trace", "explanation", "decided_at"),
+    "feedback_records": ("ticket_id", "category", "source", "suggested_category", "suggestion_confidence",
+                         "suggestion_terms", "confirmed_by", "confirmed_at", "corrected", "created_at"),
+    "feedback_items": ("id", "ticket_id", "team", "category", "product_id", "product_name", "sku", "product_category",
+                       "live_session_id", "host", "quote", "evidence_urls", "stream_offset_seconds", "routed_because",
+                       "status", "created_at", "acknowledged_at", "acknowledged_by", "action_id"),
+    "sla_events": ("id", "ticket_id", "metric", "event", "at", "cause", "threshold", "dedupe_key", "data"),
 }
+# The ticket's SLA and policy columns (migrations 0003 and 0004), kept as aftersales.sla.service would.
+COLUMNS["tickets"] = (*COLUMNS["tickets"], "sla_due_at", "sla_policy_id", "first_response_due_at", "sla_elapsed_seconds",
+                      "sla_running_since", "sla_next_alert_at", "sla_alerts_fired", "resolution_seconds", "resolution_met",
+                      "first_response_seconds", "first_response_met", "policy_version")
 
-# Columns added by later migrations, filled when the schema has them.
-if "sla_due_at" in Ticket.__table__.c:
-    COLUMNS["tickets"] = (*COLUMNS["tickets"], "sla_due_at")
-HAS_SLA_DUE = "sla_due_at" in COLUMNS["tickets"]
-RESOLUTION_TARGET = timedelta(hours=48)
+# What `aftersales migrate` ships (aftersales.cli._ensure_defaults): the default SLA policy (48 h closure,
+# 2 h first response, 24/7 calendar, paused while waiting on the customer or a carrier) and policy version 1.
+SLA_RESOLUTION = 48 * 3600.0
+SLA_FIRST_RESPONSE = 120 * 60.0
+SLA_PAUSE = frozenset(DEFAULT_PAUSE)
+SLA_THRESHOLDS = tuple(sorted({*DEFAULT_WARN, 1.0}))
+POLICY_VERSION = 1
+DEFAULT_POLICY = policy_rules.parse(policy_rules.DEFAULT_POLICY)
+# Feedback routing as FeedbackService.ensure_defaults writes it: (category, team, min_repeat, note) in id order.
+ROUTING_RULES: tuple[tuple[str, str, int, str], ...] = (
+    *((category, team, 1, "default") for category, teams in DEFAULT_ROUTES.items() for team in teams),
+    *EXTRA_DEFAULT_RULES,
+)
+RULES_BY_CATEGORY: dict[str, list[tuple[str, str, int, str]]] = {}
+for _rule in ROUTING_RULES:
+    RULES_BY_CATEGORY.setdefault(_rule[0], []).append(_rule)
+BECAUSE = {(c, t, m): _because(SimpleNamespace(category=c, team=t, product_categories=[], min_repeat=m)) for c, t, m, _ in ROUTING_RULES}
+# Feedback items older than this were acknowledged by the team (the rest are still new).
+ACK_AFTER = timedelta(days=14)
 
 # -- the lifecycle templates -----------------------------------------------------------------
 
@@ -101,6 +139,8 @@ RESOLUTION_TARGET = timedelta(hours=48)
 AGENT, SYSTEM, PLATFORM, FINANCE, CARRIER, WAREHOUSE = "agent", "system", "platform", "finance", "carrier", "warehouse"
 STEP_INFO: dict[str, tuple[str, float, float]] = {
     "route_to_review": (SYSTEM, 0.0003, 0.0006),
+    "auto_approve": (SYSTEM, 0.0003, 0.0006),
+    "fast_refund": (SYSTEM, 0.0003, 0.0006),
     "approve": (AGENT, 0.1, 1.9),
     "reject": (AGENT, 0.1, 1.9),
     "request_info": (AGENT, 0.1, 1.9),
@@ -123,7 +163,8 @@ HAPPY: dict[str, tuple[str, ...]] = {
 }
 # variant -> weight; each is ("route_to_review", ...) and is validated against the transition table.
 VARIANTS = (("happy", 78), ("info", 8), ("reject", 8), ("cancel", 6))
-PERSON_RESPONSES = {"approve", "reject", "request_info", "ship_replacement", "close"}
+NOT_A_RESPONSE = frozenset({"customer_reply", "note"})  # aftersales.tickets.service.NOT_A_RESPONSE
+FINAL = workflow.FINAL_STATUSES
 STAMPS = {
     "rejected": "rejected_at", "return_received": "return_received_at", "refunded": "refunded_at",
     "replacement_shipped": "replacement_shipped_at", "closed": "closed_at", "cancelled": "cancelled_at",
@@ -133,7 +174,11 @@ STAMPS = {
 def lifecycle(kind: str, variant: str) -> tuple[tuple[str, str, str], ...]:
     """The (action, from, to) steps after `open`, checked against the real transition table."""
     actions: tuple[str, ...]
-    if variant == "happy":
+    if variant == "auto_approve":  # the policy approved it at intake; the rest of the happy path follows
+        actions = ("auto_approve", *HAPPY[kind][1:])
+    elif variant == "fast_refund":
+        actions = ("fast_refund", "confirm_refund", "close")
+    elif variant == "happy":
         actions = ("route_to_review", *HAPPY[kind])
     elif variant == "info":
         actions = ("route_to_review", "request_info", "customer_reply", *HAPPY[kind])
@@ -151,6 +196,8 @@ def lifecycle(kind: str, variant: str) -> tuple[tuple[str, str, str], ...]:
 
 
 PATHS = {(k, v): lifecycle(k, v) for k in workflow.KINDS for v, _ in VARIANTS}
+PATHS.update({(k, v): lifecycle(k, v) for k in workflow.KINDS for v in ("auto_approve", "fast_refund")
+              if ("requested", v) in workflow.TRANSITIONS[k]})
 
 # -- encoding --------------------------------------------------------------------------------
 
@@ -163,9 +210,11 @@ class Encoder:
         if dialect == "sqlite":
             self.ts = _sqlite_ts
             self.day = lambda d: d.isoformat()
+            self.bool = lambda b: None if b is None else int(b)
         else:
             self.ts = lambda dt: None if dt is None else dt.replace(tzinfo=UTC)
             self.day = lambda d: d
+            self.bool = lambda b: b
 
     @staticmethod
     def json(value: Any) -> str:
@@ -262,12 +311,16 @@ class Counters:
     event: int = 0
     shipment: int = 0
     tracking: int = 0
+    feedback_item: int = 0
+    sla_event: int = 0
     numbers: dict[date, int] = field(default_factory=dict)
 
 
 class Generator:
-    def __init__(self, *, tickets: int, seed: int, anchor: datetime, enc: Encoder, orders_without_ticket: float = 0.1) -> None:
+    def __init__(self, *, tickets: int, seed: int, anchor: datetime, enc: Encoder, orders_without_ticket: float = 0.1,
+                 sla_policy_id: int = 1) -> None:
         self.n = tickets
+        self.sla_policy_id = sla_policy_id
         self.rng = random.Random(seed)
         self.anchor = anchor  # naive UTC; nothing happens after it
         self.start = anchor - timedelta(days=DAYS)
@@ -287,6 +340,12 @@ class Generator:
         self.counts: dict[str, int] = {t: 0 for t in COLUMNS}
         self.status_counts: dict[str, int] = {}
         self.queue_status: dict[tuple[str, str], int] = {}
+        self.decision_counts: dict[str, int] = {}
+        # Per customer: (requested, refunded_at, rejected_at) of earlier requests, for the policy's history facts.
+        self.history: dict[int, list[tuple[datetime, datetime | None, datetime | None]]] = {}
+        # Per product: request times of fit.size tickets with items, for the "≥ 3 in 30 days" routing rule.
+        self.size_requests: dict[str, list[datetime]] = {}
+        self.suggestions: dict[str, tuple[str, float, str]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -342,14 +401,16 @@ class Generator:
                     sid = self.c.session
                     started = day.replace(hour=11, minute=0, second=0, microsecond=0) + timedelta(minutes=rng.randrange(0, 240))
                     title = rng.choice(demo.TITLES[cats[0]])
-                    self._emit("live_sessions", (sid, f"LS-{day:%Y%m%d}-{h + 1}", host, title, ts(started), ts(started + timedelta(hours=3))))
-                    todays.append((sid, host, cats, started))
+                    external = f"LS-{day:%Y%m%d}-{h + 1}"
+                    self._emit("live_sessions", (sid, external, host, title, ts(started), ts(started + timedelta(hours=3))))
+                    todays.append((sid, host, cats, started, external))
             self.sessions_by_day[d] = todays
 
     # -- orders and outbound logistics --------------------------------------------------------
 
-    def order(self, requested: datetime, *, delivered_ok: bool) -> tuple[int, int, list[tuple[int, Sku, int]], datetime, datetime | None]:
-        """One order placed a few days before `requested`; returns (order id, customer id, items, placed, delivered)."""
+    def order(self, requested: datetime, *, delivered_ok: bool) -> tuple[int, int, list[tuple[int, Sku, int]], datetime, datetime | None, Any, int]:
+        """One order placed a few days before `requested`; returns (order id, customer id, items, placed, delivered,
+        live session or None, paid fen)."""
         rng, ts = self.rng, self.enc.ts
         lag = timedelta(days=rng.uniform(2.0, 9.0))
         target = requested - lag
@@ -397,7 +458,7 @@ class Generator:
             events = [("1", "in_transit", shipped), ("0", "in_transit", shipped + (delivered - shipped) * 0.5),
                       ("5", "out_for_delivery", delivered - timedelta(hours=rng.uniform(1, 5))), ("3", "delivered", delivered)]
         self.shipment(oid, None, "outbound", shipped, events, self.anchor)
-        return oid, cust, items, placed, delivered
+        return oid, cust, items, placed, delivered, session, paid
 
     def shipment(self, order_id: int, ticket_id: int | None, direction: str, created: datetime,
                  events: list[tuple[str, str, datetime]], until: datetime) -> None:
@@ -430,28 +491,42 @@ class Generator:
         reason = self.reason()
         kind = self.kind_for[reason]()
         delivered_ok = not reason.startswith("logistics.")
-        oid, cust, items, placed, delivered = self.order(requested, delivered_ok=delivered_ok)
+        oid, cust, items, placed, delivered, live, paid = self.order(requested, delivered_ok=delivered_ok)
         received = requested + timedelta(seconds=rng.randrange(1, 300))
-        variant = self.variant()
-        path = PATHS[(kind, variant)]
         iid, sku, qty = items[0]
         amount = 0 if kind == "complaint" else sku.price_fen
-        queue = (
-            "risk" if reason == "quality.counterfeit_suspected"
-            else "complaints" if kind == "complaint"
-            else "high_value" if amount >= HIGH_VALUE_FEN
-            else "logistics" if reason.startswith("logistics.")
-            else "quality_review" if reason.startswith("quality.")
-            else "general"
-        )
         self.c.ticket += 1
         tid = self.c.ticket
         day = received.replace(tzinfo=UTC).astimezone(SHANGHAI).date()
         seq = self.c.numbers.get(day, 0) + 1
         self.c.numbers[day] = seq
+        number = f"AS-{day:%Y%m%d}-{seq:06d}"
         templates = demo.DESCRIPTIONS.get(reason) or ["{p}"]
         description = rng.choice(templates).format(p=sku.name, v=sku.name)
         evidence = [f"https://img.example.com/as/{tid}-{i}.jpg" for i in range(rng.choice((0, 1, 1, 2, 3)))]
+        claimed = [(iid, sku)] if kind != "complaint" else [(i, s) for i, s, _ in items]
+
+        # The intake decision: the facts gather_facts would see, evaluated by the real default policy.
+        facts = self.facts(kind, reason, amount, paid, claimed, delivered, requested, evidence, live, cust)
+        decision = policy_rules.evaluate(DEFAULT_POLICY, facts)
+        outcome = decision.outcome
+        explanation = decision.explain()
+        automatic = outcome.decision in ("approve", "fast_refund")
+        if automatic:
+            auto_action = "auto_approve" if outcome.decision == "approve" else "fast_refund"
+            if ("requested", auto_action) not in workflow.TRANSITIONS[kind]:
+                outcome = DEFAULT_POLICY.default
+                explanation += f" · {auto_action} is not possible for {kind} → queue {outcome.queue}"
+                automatic = False
+        queue, priority = outcome.queue, outcome.priority
+        self.decision_counts[outcome.decision] = self.decision_counts.get(outcome.decision, 0) + 1
+        self._emit("ticket_decisions", (
+            tid, POLICY_VERSION, outcome.decision, decision.rule, queue, priority, outcome.suggestion, js(facts),
+            js(decision.trace), explanation, ts(received),
+        ))
+        decided = {"policy_version": POLICY_VERSION, "rule": decision.rule, "suggestion": outcome.suggestion}
+        path = PATHS[(kind, auto_action)] if automatic else PATHS[(kind, self.variant())]
+
         # The timeline: open, then the lifecycle steps as far as they have happened by the anchor.
         agent = self.agent_actors[rng.randrange(N_AGENTS)]
         slow = rng.random() < 0.01  # the backlog: some requests wait days for a person
@@ -462,6 +537,7 @@ class Generator:
         self.c.event += 1
         events.append((self.c.event, tid, ts(requested), "token:douyin-open-platform", "open", None, "requested", description,
                        js({"received_at": received.replace(tzinfo=UTC).isoformat()})))
+        sla = SlaClock(self, tid, number, requested)
         at = received
         status = "requested"
         updated = received
@@ -485,8 +561,11 @@ class Generator:
             data: dict[str, Any] = {}
             note = ""
             if action == "route_to_review":
-                data = {"queue": queue}
-                note = "manual review: no auto-approval policy is active"
+                data = {**decided, "queue": queue}
+                note = explanation
+            elif action in ("auto_approve", "fast_refund"):
+                data = dict(decided)
+                note = explanation
             elif action == "approve":
                 data = {"approved_amount": f"{amount / 100:.2f}"}
                 note = rng.choice(demo.APPROVE_NOTES[kind])
@@ -520,33 +599,129 @@ class Generator:
                 replacement_ship.append(("3", "delivered", at))
             self.c.event += 1
             events.append((self.c.event, tid, ts(at), actor, action, src, dst, note, js(data)))
-            if who == AGENT and action in PERSON_RESPONSES and stamps["first_response_at"] is None:
+            # TicketService._move: a person's action (or an automatic decision) is the first response.
+            first_response = stamps["first_response_at"] is None and (
+                action in ("auto_approve", "fast_refund") or (who in (AGENT, WAREHOUSE) and action not in NOT_A_RESPONSE))
+            if first_response:
                 stamps["first_response_at"] = at
-            if action == "approve":
+            if action in ("approve", "auto_approve"):  # TicketService.APPROVALS
                 stamps["approved_at"] = at
             if dst != src and dst in STAMPS:
                 stamps[STAMPS[dst]] = at
+            sla.transition(src, dst, at, first_response)
             status = dst
             updated = at
             version += 1
+        sla.finish(status, self.anchor)
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
-        self.queue_status[(queue, status)] = self.queue_status.get((queue, status), 0) + 1
+        self.queue_status[(queue or "-", status)] = self.queue_status.get((queue or "-", status), 0) + 1
         self._emit("tickets", (
-            tid, f"AS-{day:%Y%m%d}-{seq:06d}", f"DYAS{9_000_000_000 + tid}", oid, cust, kind, reason, status,
-            amount, refunded, description, js(evidence), queue, 1 if queue == "high_value" else 0, None,
+            tid, number, f"DYAS{9_000_000_000 + tid}", oid, cust, kind, reason, status,
+            amount, refunded, description, js(evidence), queue, min(priority + sla.escalations, 9), None,
             ts(requested), ts(received), ts(updated), ts(stamps["first_response_at"]), ts(stamps["approved_at"]),
             ts(stamps["rejected_at"]), ts(stamps["return_received_at"]), ts(stamps["refunded_at"]),
             ts(stamps["replacement_shipped_at"]), ts(stamps["closed_at"]), ts(stamps["cancelled_at"]), version,
-            *((ts(requested + RESOLUTION_TARGET),) if HAS_SLA_DUE else ()),
+            *sla.columns(), POLICY_VERSION,
         ))
         if kind != "complaint":
             self.c.ticket_item += 1
             self._emit("ticket_items", (self.c.ticket_item, tid, iid, sku.sku, 1))
         self.rows["ticket_events"].extend(events)
+        self.rows["sla_events"].extend(sla.rows)
+        hist = self.history.setdefault(cust, [])
+        hist.append((requested, stamps["refunded_at"], stamps["rejected_at"]))
+        self.feedback(tid, reason, description, evidence, received, requested, placed, live, claimed)
         if return_ship is not None and return_created is not None:
             self.shipment(oid, tid, "return", return_created, return_ship, self.anchor)
         if replacement_ship is not None and replacement_created is not None:
             self.shipment(oid, tid, "replacement", replacement_created, replacement_ship, self.anchor)
+
+    def facts(self, kind: str, reason: str, amount: int, paid: int, claimed: list[tuple[int, Sku]], delivered: datetime | None,
+              at: datetime, evidence: list[str], live: Any, cust: int) -> dict[str, Any]:
+        """aftersales.tickets.facts.gather_facts, from the plan instead of queries (same keys, order and encoding)."""
+        d30, d90 = at - timedelta(days=30), at - timedelta(days=90)
+        hist = self.history.get(cust)
+        r30 = r90 = f30 = f90 = j90 = 0
+        if hist:
+            while hist and hist[0][0] < d90:
+                hist.pop(0)
+            for requested, refunded_at, rejected_at in hist:
+                r90 += 1
+                r30 += requested >= d30
+                if refunded_at is not None and refunded_at <= at:
+                    f90 += refunded_at >= d90
+                    f30 += refunded_at >= d30
+                if rejected_at is not None and d90 <= rejected_at <= at:
+                    j90 += 1
+        money = Decimal(amount) / 100
+        share = (money / (Decimal(paid) / 100)).quantize(Decimal("0.0001")) if paid else Decimal("0")
+        categories = sorted({s.category for _, s in claimed})
+        aware = at.replace(tzinfo=UTC)
+        signed = delivered.replace(tzinfo=UTC) if delivered else None
+        return {
+            "kind": kind,
+            "reason": reason,
+            "reason_group": reason.split(".")[0],
+            "quality": is_quality_reason(reason),
+            "amount": f"{money:.2f}",
+            "amount_share": str(share),
+            "categories": categories,
+            "products": sorted({s.product_id for _, s in claimed}),
+            "shipped": True,  # every generated order has its outbound parcel before the request
+            "delivered": delivered is not None,
+            "days_since_signed": round((at - delivered).total_seconds() / 86400, 2) if delivered else None,
+            "window_open": no_reason_window_open(signed, aware, SHANGHAI),
+            "excluded": bool(NO_REASON_EXCLUDED_CATEGORIES & set(categories)),
+            "evidence": bool(evidence),
+            "requests_30d": r30, "requests_90d": r90, "refunds_30d": f30, "refunds_90d": f90, "rejections_90d": j90,
+            "session": live[4] if live else None,
+            "host": live[1] if live else None,
+            "customer": f"DYU{cust:010d}",
+        }
+
+    def feedback(self, tid: int, reason: str, description: str, evidence: list[str], received: datetime, requested: datetime,
+                 placed: datetime, live: Any, claimed: list[tuple[int, Sku]]) -> None:
+        """FeedbackService.record_ticket: the record (category from the reason code, text suggestion beside it)
+        and one item per claimed product and team under the default routing rules."""
+        ts, js, rng = self.enc.ts, self.enc.json, self.rng
+        suggestion = self.suggestions.get(description)
+        if suggestion is None:
+            found = classify.suggest(description)
+            suggestion = self.suggestions[description] = (found.category, found.confidence, js(list(found.terms)))
+        self._emit("feedback_records", (tid, reason, "reason_code", suggestion[0], suggestion[1], suggestion[2], None, None, None,
+                                        ts(received)))
+        rules = RULES_BY_CATEGORY.get(reason)
+        if not rules:
+            return
+        if reason == "fit.size" and claimed:
+            times = self.size_requests.setdefault(claimed[0][1].product_id, [])
+            times.append(requested)
+        offset = int((placed - live[3]).total_seconds()) if live else None
+        evidence_json = js(evidence)
+        seen: set[tuple[str, str]] = set()
+        for _, s in claimed:
+            for category, team, min_repeat, _note in rules:
+                if (team, s.product_id) in seen:
+                    continue
+                if min_repeat > 1:
+                    times = self.size_requests.get(s.product_id, [])
+                    since = requested - REPEAT_WINDOW
+                    while times and times[0] < since:
+                        times.pop(0)
+                    if len(times) < min_repeat:
+                        continue
+                seen.add((team, s.product_id))
+                self.c.feedback_item += 1
+                status, ack_at, ack_by = "new", None, None
+                if received < self.anchor - ACK_AFTER and rng.random() < 0.85:
+                    status, ack_at, ack_by = "acknowledged", received + timedelta(hours=rng.uniform(2, 72)), f"user:{team}-lead"
+                self._emit("feedback_items", (
+                    self.c.feedback_item, tid, team, category, s.product_id, s.name, s.sku, s.category,
+                    live[0] if live else None, live[1] if live else None, description, evidence_json,
+                    offset if offset and offset >= 0 else None, BECAUSE[(category, team, min_repeat)], status, ts(received),
+                    ts(ack_at), ack_by, None,
+                ))
+
 
     def plan(self) -> Iterator[tuple[int, dict[str, list[tuple[Any, ...]]]]]:
         """Yield (tickets done, rows) chunks in time order."""
@@ -573,6 +748,104 @@ class Generator:
         for day, last in sorted(self.c.numbers.items()):
             self._emit("ticket_number_counters", (enc.day(day), last))
         yield done, self.take()
+
+
+class SlaClock:
+    """aftersales.sla.service.SlaService (start, on_transition) and sla.tasks.fire_due_alerts replayed for one
+    ticket under the default 24/7 policy: the sla_events rows and the ticket's SLA columns at the anchor."""
+
+    def __init__(self, gen: Generator, tid: int, number: str, requested: datetime) -> None:
+        self.gen, self.tid, self.requested = gen, tid, requested
+        self.rows: list[tuple[Any, ...]] = []
+        self.elapsed = 0.0
+        self.running: datetime | None = requested
+        self.due: datetime | None = requested + timedelta(seconds=SLA_RESOLUTION)
+        self.fr_due: datetime | None = requested + timedelta(seconds=SLA_FIRST_RESPONSE)
+        self.fr_seconds: float | None = None
+        self.fr_met: bool | None = None
+        self.res_seconds: float | None = None
+        self.res_met: bool | None = None
+        self.fired: list[str] = []
+        self.escalations = 0
+        self.next_alert: datetime | None = None
+        for metric in ("resolution", "first_response"):
+            self.event(metric, "start", requested, f"request {number}")
+
+    def event(self, metric: str, event: str, at: datetime, cause: str, threshold: float | None = None, key: str | None = None) -> None:
+        self.gen.c.sla_event += 1
+        self.rows.append((self.gen.c.sla_event, self.tid, metric, event, self.gen.enc.ts(at), cause, threshold, key, "{}"))
+
+    def alerts_until(self, until: datetime) -> None:
+        """The worker's warnings that fell due before `until`, each once, in time order (escalating the priority)."""
+        due: list[tuple[datetime, str, float]] = []
+        if self.fr_seconds is None and self.fr_due is not None:
+            for f in SLA_THRESHOLDS:
+                moment = self.requested + timedelta(seconds=f * SLA_FIRST_RESPONSE)
+                if f"first_response:{f}" not in self.fired and moment <= until:
+                    due.append((moment, "first_response", f))
+        if self.running is not None:
+            for f in SLA_THRESHOLDS:
+                moment = self.running + timedelta(seconds=max(f * SLA_RESOLUTION - self.elapsed, 0.0))
+                if f"resolution:{f}" not in self.fired and moment <= until:
+                    due.append((moment, "resolution", f))
+        for moment, metric, f in sorted(due):
+            key = f"{metric}:{f}"
+            self.fired.append(key)
+            self.escalations += 1
+            self.event(metric, "breach" if f >= 1.0 else "at_risk", moment, f"{int(f * 100)} % of the {metric} target", f, key)
+
+    def stop_running(self, at: datetime, event: str, cause: str) -> None:
+        if self.running is not None:
+            self.elapsed += (at - self.running).total_seconds()
+            self.running = None
+        self.event("resolution", event, at, cause)
+
+    def transition(self, src: str, dst: str, at: datetime, first_response: bool) -> None:
+        self.alerts_until(at)
+        if first_response and self.fr_seconds is None:
+            seconds = (at - self.requested).total_seconds()
+            self.event("first_response", "first_response", at, f"first response ({dst})")
+            self.fr_seconds, self.fr_met, self.fr_due = seconds, seconds <= SLA_FIRST_RESPONSE, None
+        if dst in FINAL and src not in FINAL:
+            self.stop_running(at, "stop", f"ticket {dst}")
+            self.res_seconds = self.elapsed
+            self.res_met = self.elapsed <= SLA_RESOLUTION if dst == "closed" else None
+            self.due = None
+            if self.fr_seconds is None:
+                self.event("first_response", "stop", at, f"ticket {dst}")
+                self.fr_due = None
+        elif src not in SLA_PAUSE and dst in SLA_PAUSE:
+            self.stop_running(at, "pause", f"waiting: {dst}")
+            self.due = None
+        elif src in SLA_PAUSE and dst not in SLA_PAUSE:
+            self.event("resolution", "resume", at, f"back with the merchant: {dst}")
+            self.running = at
+            self.due = at + timedelta(seconds=max(SLA_RESOLUTION - self.elapsed, 0.0))
+
+    def finish(self, status: str, anchor: datetime) -> None:
+        if status not in FINAL:
+            self.alerts_until(anchor)
+        moments: list[datetime] = []
+        if self.running is not None:
+            for f in SLA_THRESHOLDS:
+                if f"resolution:{f}" not in self.fired:
+                    moments.append(self.running + timedelta(seconds=max(f * SLA_RESOLUTION - self.elapsed, 0.0)))
+                    break
+        if self.fr_seconds is None and self.fr_due is not None and status not in FINAL:
+            for f in SLA_THRESHOLDS:
+                if f"first_response:{f}" not in self.fired:
+                    moments.append(self.requested + timedelta(seconds=f * SLA_FIRST_RESPONSE))
+                    break
+        self.next_alert = min(moments) if moments else None
+
+    def columns(self) -> tuple[Any, ...]:
+        """sla_due_at, sla_policy_id, first_response_due_at, sla_elapsed_seconds, sla_running_since, sla_next_alert_at,
+        sla_alerts_fired, resolution_seconds, resolution_met, first_response_seconds, first_response_met."""
+        enc = self.gen.enc
+        return (enc.ts(self.due), self.gen.sla_policy_id, enc.ts(self.fr_due), self.elapsed, enc.ts(self.running),
+                enc.ts(self.next_alert), enc.json(self.fired), self.res_seconds, enc.bool(self.res_met), self.fr_seconds,
+                enc.bool(self.fr_met))
+
 
 
 # -- writers ---------------------------------------------------------------------------------
@@ -650,7 +923,7 @@ class PostgresWriter:
             progress(f"index {name}")
             await self.conn.execute(sql)
         for t in COLUMNS:
-            if t == "ticket_number_counters":
+            if "id" not in COLUMNS[t]:
                 continue
             await self.conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), GREATEST((SELECT max(id) FROM {t}), 1))")
@@ -696,6 +969,38 @@ def prepare_database(url: str) -> None:
     run_migrations(url)
 
 
+async def _defaults(url: str, since: datetime) -> int:
+    """Check the defaults `aftersales migrate` wrote match what the plan assumes, date them before the data
+    (they were there first), and return the default SLA policy's id."""
+    from sqlalchemy import select, update
+
+    from aftersales.db import create_engine
+    from aftersales.feedback.models import RoutingRule
+    from aftersales.sla.models import SlaPolicy
+    from aftersales.tickets.models import PolicyVersion
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            policies = (await conn.execute(select(SlaPolicy.id, SlaPolicy.resolution_minutes, SlaPolicy.first_response_minutes,
+                                                  SlaPolicy.calendar, SlaPolicy.pause_statuses, SlaPolicy.warn_at))).all()
+            assert len(policies) == 1, f"expected the one default SLA policy, found {len(policies)}"
+            pid, res, first, calendar, pause, warn = policies[0]
+            assert (res * 60.0, first * 60.0, calendar.get("type"), set(pause), tuple(sorted({*warn, 1.0}))) == (
+                SLA_RESOLUTION, SLA_FIRST_RESPONSE, "24x7", set(SLA_PAUSE), SLA_THRESHOLDS), "the default SLA policy changed: update bench/generate.py"
+            versions = (await conn.execute(select(PolicyVersion.version, PolicyVersion.text))).all()
+            assert versions == [(POLICY_VERSION, policy_rules.DEFAULT_POLICY)], "the shipped policy changed: update bench/generate.py"
+            rules = (await conn.execute(select(RoutingRule.category, RoutingRule.team, RoutingRule.min_repeat, RoutingRule.note)
+                                        .order_by(RoutingRule.id))).all()
+            assert [tuple(r) for r in rules] == list(ROUTING_RULES), "the default routing rules changed: update bench/generate.py"
+            at = since.replace(tzinfo=UTC)
+            await conn.execute(update(SlaPolicy).values(created_at=at))
+            await conn.execute(update(PolicyVersion).values(created_at=at, published_at=at))
+    finally:
+        await engine.dispose()
+    return pid
+
+
 def default_anchor() -> datetime:
     now = datetime.now(UTC)
     return datetime(now.year, now.month, now.day)
@@ -711,7 +1016,8 @@ def generate(url: str, *, tickets: int, seed: int, anchor: datetime | None = Non
     dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
     enc = Encoder(dialect)
     _check_encoding(enc)
-    gen = Generator(tickets=tickets, seed=seed, anchor=anchor, enc=enc)
+    sla_policy_id = asyncio.run(_defaults(url, anchor - timedelta(days=DAYS + 30)))
+    gen = Generator(tickets=tickets, seed=seed, anchor=anchor, enc=enc, sla_policy_id=sla_policy_id)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tickets"),
         TimeElapsedColumn(), TimeRemainingColumn(), disable=quiet, transient=False,
@@ -751,6 +1057,7 @@ def generate(url: str, *, tickets: int, seed: int, anchor: datetime | None = Non
         "rows": gen.counts,
         "rows_total": sum(gen.counts.values()),
         "status_counts": dict(sorted(gen.status_counts.items(), key=lambda kv: -kv[1])),
+        "decision_counts": dict(sorted(gen.decision_counts.items(), key=lambda kv: -kv[1])),
         "pending_review_general": gen.queue_status.get(("general", "pending_review"), 0),
         "seconds_total": round(t_end - t0, 1),
         "seconds_load": round(t_index - t_load, 1),

@@ -7,6 +7,16 @@ answer is complete (closed loop). Requests started during the warm-up are not re
 started during the measured window are, including the ones that finish just after it.
 
 A request is an error when the connection fails or the status is not the expected one.
+
+Kinds of scenario (spec["kind"]):
+- get: GET a random path of spec["paths"];
+- post: POST spec["body"] (JSON) to a random path of spec["paths"];
+- once: POST to spec["paths"] in order, each once across all workers (on-demand digests: each request
+  generates a new one); when every path was used it starts again (those answers are the stored ones);
+- intake, tracking: generated bodies (see the makers below);
+- agent: each worker is one agent with its own personal token (spec["tokens"]) working its queues in a loop:
+  POST /api/v1/tickets/next, GET /api/v1/tickets/{id}, then the action the status calls for (approve with
+  the version in pending_review, ...). A ticket handed out to two agents is counted as an error.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import random
 import sys
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,8 +97,9 @@ def build(method: str, host: str, path: str, headers: dict[str, str], body: byte
 class Maker:
     """Builds the next request of a scenario: (raw bytes, expected statuses, units of work)."""
 
-    def __init__(self, spec: dict[str, Any], seed: int) -> None:
+    def __init__(self, spec: dict[str, Any], seed: int, shared: dict[str, Any] | None = None) -> None:
         self.spec = spec
+        self.shared = shared if shared is not None else {}
         self.rng = random.Random(seed)
         self.kind = spec["kind"]
         self.headers = dict(spec.get("headers", {}))
@@ -98,6 +110,15 @@ class Maker:
         if self.kind == "get":
             path = rng.choice(self.spec["paths"])
             return build("GET", host, path, self.headers), tuple(self.spec.get("expect", (200,))), 1
+        if self.kind == "post":
+            path = rng.choice(self.spec["paths"])
+            body = json.dumps(self.spec.get("body", {})).encode()
+            return build("POST", host, path, self.headers, body), tuple(self.spec.get("expect", (200,))), 1
+        if self.kind == "once":
+            paths = self.spec["paths"]
+            i = self.shared["next"] = self.shared.get("next", -1) + 1
+            body = json.dumps(self.spec["body"]).encode() if "body" in self.spec else b""
+            return build("POST", host, paths[i % len(paths)], self.headers, body), tuple(self.spec.get("expect", (200,))), 1
         if self.kind == "intake":
             return self._intake(host)
         if self.kind == "tracking":
@@ -171,14 +192,84 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     measure_from = t_start + warmup
     measure_to = measure_from + duration
 
+    shared: dict[str, Any] = {}
+    handed: Counter[int] = Counter()
+    steps: dict[str, list[int]] = {}
+    idle = 0
+
+    async def agent(i: int) -> None:
+        """One agent: next ticket, open it, act on it; every request timed, per step too."""
+        nonlocal units, idle
+        host, port = targets[i % len(targets)]
+        tokens = spec["tokens"]
+        headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
+        hostport = f"{host}:{port}"
+        conn: Conn | None = None
+        rng = random.Random(spec.get("seed", 1) * 1000 + i)
+
+        async def call(step: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            nonlocal conn
+            if conn is None or conn.lost:
+                _, conn = await loop.create_connection(Conn, host, port)
+            raw = build(method, hostport, path, headers, json.dumps(body).encode() if body is not None else b"" if method == "POST" else None)
+            t0 = time.perf_counter()
+            try:
+                status, data = await conn.request(raw)
+                error = None if status == 200 else f"{step} {status}: {data[:300].decode(errors='replace')}"
+            except Exception as exc:
+                status, data, error, conn = 0, b"", f"{step} connection: {exc!r}", None
+            t1 = time.perf_counter()
+            if t0 >= measure_from:
+                latencies.append(int((t1 - t0) * 1e9))
+                steps.setdefault(step, []).append(int((t1 - t0) * 1e9))
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if error:
+                    errors.append(error)
+            if error:
+                return status, None
+            return status, json.loads(data) if data else None
+
+        while time.perf_counter() < measure_to:
+            _, summary = await call("next", "POST", "/api/v1/tickets/next")
+            if not summary:
+                if time.perf_counter() >= measure_from:
+                    idle += 1
+                await asyncio.sleep(0.05)  # nothing to hand out: look again shortly
+                continue
+            ticket_id = summary["id"]
+            handed[ticket_id] += 1
+            if handed[ticket_id] > 1:
+                errors.append(f"ticket {ticket_id} handed out {handed[ticket_id]} times")
+            _, detail = await call("open", "GET", f"/api/v1/tickets/{ticket_id}")
+            if not detail:
+                continue
+            status, version = detail["status"], detail["version"]
+            action, body = {
+                "pending_review": ("approve", {}),
+                "refunded": ("close", {"note": "bench: done"}),
+                "rejected": ("close", {"note": "bench: done"}),
+                "return_received": ("record_inspection", {"passed": True}),
+                "refunding": ("confirm_refund", {"refund_reference": f"BENCH-{ticket_id}"}),
+                "approved": ("ship_replacement", {"carrier": "SF", "tracking_number": f"SFB{ticket_id}{rng.randrange(10**6):06d}"}),
+            }.get(status, ("note", {"note": "bench: looked at it"}))
+            _, done = await call("act", "POST", f"/api/v1/tickets/{ticket_id}/actions/{action}", {"version": version, **body})
+            if done and time.perf_counter() >= measure_from:
+                units += 1
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+
+    # Requests that take longer than the run (a policy simulation) still get measured: keep going past the
+    # end until this many requests started after the warm-up have completed.
+    min_requests = spec.get("min_requests", 0)
+
     async def worker(i: int) -> None:
         nonlocal units
         host, port = targets[i % len(targets)]
-        maker = Maker(spec, seed=spec.get("seed", 1) * 1000 + i)
+        maker = Maker(spec, seed=spec.get("seed", 1) * 1000 + i, shared=shared)
         conn: Conn | None = None
         while True:
             now = time.perf_counter()
-            if now >= measure_to:
+            if now >= measure_to and len(latencies) >= min_requests:
                 break
             if conn is None or conn.lost:
                 _, conn = await loop.create_connection(Conn, host, port)
@@ -200,7 +291,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         if conn is not None and conn.transport is not None:
             conn.transport.close()
 
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    await asyncio.gather(*((agent if spec["kind"] == "agent" else worker)(i) for i in range(concurrency)))
     elapsed = max(time.perf_counter(), measure_to) - measure_from
     latencies.sort()
 
@@ -209,19 +300,30 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             return None
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] / 1e6, 2)
 
+    extra: dict[str, Any] = {}
+    if spec["kind"] == "agent":
+        extra = {
+            "handed_out": len(handed), "handed_out_twice": sum(1 for n in handed.values() if n > 1), "idle_polls": idle,
+            "steps": {k: {"requests": len(v), "p50_ms": _pct(sorted(v), 0.5), "p99_ms": _pct(sorted(v), 0.99)} for k, v in steps.items()},
+        }
     return {
+        **extra,
         "requests": len(latencies),
         "errors": len(errors),
         "error_samples": sorted(set(errors))[:5],
         "statuses": statuses,
         "seconds": round(elapsed, 2),
-        "rps": round(len(latencies) / duration, 1),
-        "units_per_s": round(units / duration, 1),
+        "rps": round(len(latencies) / max(duration, elapsed), 2),
+        "units_per_s": round(units / max(duration, elapsed), 1),
         "p50_ms": pct(0.50),
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         "max_ms": round(latencies[-1] / 1e6, 2) if latencies else None,
     }
+
+
+def _pct(values: list[int], p: float) -> float | None:
+    return round(values[min(len(values) - 1, int(p * len(values)))] / 1e6, 2) if values else None
 
 
 def main(argv: list[str] | None = None) -> int:

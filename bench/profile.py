@@ -45,8 +45,11 @@ async def _main(args: argparse.Namespace) -> None:
         stats["statements"] += 1
         stats["db_seconds"] += time.perf_counter() - started.pop(id(cursor), time.perf_counter())
 
-    event.listen(engine.sync_engine, "before_cursor_execute", before)
-    event.listen(engine.sync_engine, "after_cursor_execute", after)
+    # SQLite GETs run on a separate read engine (deferred transactions): count both.
+    engines = {id(e): e for e in (engine, app.state.read_sessionmaker.kw.get("bind") or engine)}.values()
+    for e in engines:
+        event.listen(e.sync_engine, "before_cursor_execute", before)
+        event.listen(e.sync_engine, "after_cursor_execute", after)
     async with app.state.sessionmaker() as session:
         token = await create_token(session, SystemClock(), name="bench-profile", role=args.role)
         await session.commit()

@@ -14,7 +14,11 @@ RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "performance.md"
 FINDINGS = ROOT / "bench" / "FINDINGS.md"
 
-ORDER = ["ceiling", "intake", "tracking", "queue_api", "queue_api_deep", "queue_page", "queue_page_default", "ticket_api", "ticket_page"]
+ORDER = ["ceiling", "intake", "tracking", "queue_api", "queue_api_deep", "queue_page", "queue_page_default", "ticket_api", "ticket_page",
+         "sla_board_page", "sla_board_api", "sla_report", "digest_generate", "digest_get", "analytics", "simulate",
+         "mixed_agents", "mixed_intake", "mixed_tracking"]
+# Shown side by side at 100,000 and 1,000,000 tickets (cost must grow no faster than the data).
+SCALING = ["queue_api", "queue_page", "sla_board_api", "sla_board_page", "digest_generate"]
 
 
 def latest_results() -> list[dict[str, Any]]:
@@ -100,7 +104,7 @@ def write_docs() -> None:
     add("")
     if not results:
         add("_No full results yet: run `make bench`._")
-    for r in results[-1:]:
+    for r in sorted(results, key=lambda x: x.get("at", ""))[-1:]:  # the newest run's machine
         m = r["machine"]
         add("## Machine")
         add("")
@@ -109,10 +113,21 @@ def write_docs() -> None:
         add(f"- Python {m.get('python')} · SQLite {m.get('sqlite')}" + (f" · PostgreSQL {m['postgresql']}" if m.get("postgresql") else ""))
         add(f"- load average when the run started: {', '.join(f'{x:.2f}' for x in m.get('loadavg_at_start', []))}")
         add("")
+        add("Load average (1, 5, 15 min) at the start of each run below — a 2-core machine is saturated above 2:")
+        add("")
+        add("| scale | db | app instances | started (UTC) | load average at start |")
+        add("|---:|---|---:|---|---|")
+        for res in results:
+            for run in res["runs"]:
+                la = run.get("loadavg_at_start") or res["machine"].get("loadavg_at_start", [])
+                add(f"| {res['scale']:,} | {_db(res)} | {run['instances']} | {run.get('started_at', res.get('at', ''))} | "
+                    f"{', '.join(f'{x:.2f}' for x in la)} |")
+        add("")
     if results:
         add("## Results")
         add("")
-        add("Throughput is requests/s; *units/s* counts tickets (intake) or tracking events (ingestion). Latency in ms.")
+        add("Throughput is requests/s; *units/s* counts tickets (intake), tracking events (ingestion) or tickets acted on")
+        add("(mixed_agents, each = next + open + act). Latency in ms.")
         add("")
         add("| scale | db | app instances | scenario | concurrency | req/s | units/s | p50 | p95 | p99 | errors | × ceiling | peak RSS MB | target |")
         add("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -126,6 +141,39 @@ def write_docs() -> None:
                         f"{_fmt(s['units_per_s'])} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} | {_fmt(s['p99_ms'])} | "
                         f"{s['errors']} | {_fmt(s.get('ceiling_ratio'), 3)} | {_fmt(s.get('peak_rss_mb'))} | {_verdict(name, s, TARGETS)} |")
         add("")
+        mixed_rows = [(r, run, run["scenarios"]["mixed_agents"]) for r in results for run in r["runs"] if "mixed_agents" in run["scenarios"]]
+        if mixed_rows:
+            add("Mixed scenario (40 agents working queues while intake and ingestion run):")
+            add("")
+            add("| scale | db | app instances | tickets handed out (incl. warm-up) | handed out twice (driver / ticket_events) | empty 'next' polls | next p50 / p99 | open p50 / p99 | act p50 / p99 | errors (agents, intake, tracking) |")
+            add("|---:|---|---:|---:|---|---:|---|---|---|---|")
+            for r, run, a in mixed_rows:
+                st = a.get("steps", {})
+
+                def pp(step: str) -> str:
+                    x = st.get(step) or {}
+                    return f"{_fmt(x.get('p50_ms'))} / {_fmt(x.get('p99_ms'))}"
+
+                errs = ", ".join(str(run["scenarios"].get(k, {}).get("errors", "–")) for k in ("mixed_agents", "mixed_intake", "mixed_tracking"))
+                add(f"| {r['scale']:,} | {_db(r)} | {run['instances']} | {a.get('handed_out', 0):,} | {a.get('handed_out_twice', '–')} / "
+                    f"{a.get('handed_out_twice_db', '–')} | {a.get('idle_polls', 0):,} | {pp('next')} | {pp('open')} | {pp('act')} | {errs} |")
+            add("")
+        scales = sorted({r["scale"] for r in results})
+        if len(scales) > 1:
+            add("Scaling (p99 ms, one app instance):")
+            add("")
+            add("| db | scenario | " + " | ".join(f"{sc:,} tickets" for sc in scales) + " |")
+            add("|---|---|" + "---:|" * len(scales))
+            for db in sorted({r["db"] for r in results}):
+                for name in SCALING:
+                    cells = []
+                    for sc in scales:
+                        res = next((r for r in results if r["db"] == db and r["scale"] == sc), None)
+                        run = next((x for x in res["runs"] if x["instances"] == 1), None) if res else None
+                        v = run["scenarios"].get(name) if run else None
+                        cells.append(_fmt(v["p99_ms"]) if v else "not run")
+                    add(f"| {db} | {name} | " + " | ".join(cells) + " |")
+            add("")
         add("Scenarios:")
         add("")
         seen: set[str] = set()
@@ -161,8 +209,12 @@ def write_docs() -> None:
                 for name in ORDER:
                     s = run["scenarios"].get(name)
                     if s is not None and name in TARGETS:
+                        metric = TARGETS[name][1]
+                        shown = f"{_fmt(s[metric])} {'units/s' if metric == 'units_per_s' else 'ms p99'}, " if metric != "errors" else ""
+                        if name == "mixed_agents":
+                            shown += f"{s.get('handed_out', 0):,} handed out, {s.get('handed_out_twice_db', '–')} twice, "
                         add(f"| {name} · {_db(r)} × {run['instances']} · {r['scale']:,} tickets | {_verdict(name, s, TARGETS)}: "
-                            f"{_fmt(s[TARGETS[name][1]])} {'units/s' if TARGETS[name][1] == 'units_per_s' else 'ms p99'}, {s['errors']} errors |")
+                            f"{shown}{s['errors']} errors |")
                 rss = max((s.get("peak_rss_mb") or 0) for s in run["scenarios"].values())
                 add(f"| server memory ≤ 400 MB · {_db(r)} × {run['instances']} · {r['scale']:,} | {'**met**' if rss <= 400 else '**not met**'}: peak {rss} MB (whole server tree{', per instance' if run['instances'] > 1 else ''}) |")
         for r in gen_rows:
@@ -171,7 +223,10 @@ def write_docs() -> None:
             add(f"| data generation of 1,000,000 tickets ≤ 10 min · {r['db']} | {'**met**' if ok else '**not met**'}: {g['seconds_total']} s |")
         if not gen_rows:
             add("| data generation of 1,000,000 tickets ≤ 10 min | not measured in these results (see Findings) |")
-        add("| SLA board / report, digest, return-rate analytics, policy simulation, mixed 40-agent scenario | not benchmarked yet: those capabilities have not landed (issue 7 keeps them for later) |")
+        missing = [n for n in ("sla_board_page", "sla_report", "digest_generate", "analytics", "simulate", "mixed_agents")
+                   if not any(n in run["scenarios"] for r in results for run in r["runs"])]
+        if missing:
+            add(f"| {', '.join(missing)} | not in these results |")
         add("")
         add("## Query plans of the hot queries")
         add("")

@@ -1,6 +1,6 @@
 """`python -m bench`: generate (or reuse) a data set, start the real server, drive load, report.
 
-    python -m bench --quick                                  # CI: 2,000 tickets, SQLite, 3 s scenarios
+    python -m bench --quick                                  # CI: 2,000 tickets, SQLite, 1.5 s scenarios, 8 agents
     python -m bench --db sqlite --tickets 100000             # one database, one scale
     python -m bench --db both --tickets 1000000 --reuse      # SQLite and PostgreSQL (1 and 2 instances)
 
@@ -31,10 +31,11 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -46,6 +47,8 @@ BIN = Path(sys.executable).parent
 AFTERSALES = str(BIN / "aftersales")
 PG_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1/aftersales_bench"
 SECRET = "bench-secret-key-0123456789abcdef-not-for-production"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+SIM_TICKETS = 100_000
 
 # Intake bodies: (reason, kind) pairs a platform sends.
 INTAKE_REASONS = [
@@ -64,7 +67,22 @@ TARGETS = {
     "queue_page_default": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
     "ticket_page": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
     "ticket_api": ("p99 ≤ 50 ms at c=16", "p99_ms", 50),
+    "sla_board_page": ("p99 ≤ 100 ms", "p99_ms", 100),
+    "sla_board_api": ("p99 ≤ 100 ms", "p99_ms", 100),
+    "sla_report": ("p99 ≤ 100 ms", "p99_ms", 100),
+    "digest_generate": ("≤ 2 s (p99)", "p99_ms", 2000),
+    "digest_get": ("≤ 2 s (p99)", "p99_ms", 2000),
+    "analytics": ("≤ 2 s (p99)", "p99_ms", 2000),
+    "simulate": ("≤ 5 s (p99) over ~100,000 tickets", "p99_ms", 5000),
+    "mixed_agents": ("0 errors, no ticket handed out twice", "errors", 0),
+    "mixed_intake": ("0 errors", "errors", 0),
+    "mixed_tracking": ("0 errors", "errors", 0),
 }
+N_AGENTS = 40
+AGENT_PASSWORD = "bench-agent-pass-1"
+SUPERVISOR = ("bench-sup", "bench-sup-pass-1")
+# A draft the supervisor tries: the no-reason auto-approval up to ¥300 instead of ¥200.
+SIMULATE_DRAFT = None  # filled from the shipped policy at first use (see simulate_draft)
 
 
 def log(msg: str) -> None:
@@ -282,10 +300,36 @@ async def _samples(url: str, n: int, seed: int) -> dict[str, Any]:
             )
             history_cursors = [encode_cursor(SimpleNamespace(id=i, requested_at=at)) for i, at in rows]
             total = await conn.scalar(select(func.count()).select_from(Ticket))
+            # Policy simulation: the period holding the newest ~100,000 requests.
+            sim_start = await conn.scalar(select(Ticket.requested_at).order_by(Ticket.requested_at.desc(), Ticket.id.desc())
+                                          .offset(min(SIM_TICKETS, total) - 1).limit(1))
+            first = await conn.scalar(select(func.min(Ticket.requested_at)))
     finally:
         await engine.dispose()
+    sim_end = datetime.now(UTC) + timedelta(days=1)
+    # Weekly digests: past Mondays (Asia/Shanghai), newest first, from two weeks back (the worker builds last
+    # week's at start-up) to the first week of data.
+    today = datetime.now(SHANGHAI).date()
+    monday = today - timedelta(days=today.weekday()) - timedelta(days=14)
+    first_day = first.astimezone(SHANGHAI).date() if first.tzinfo else first.date()
+    mondays = []
+    while monday >= first_day:
+        mondays.append(monday.isoformat())
+        monday -= timedelta(days=7)
     return {"orders": orders, "shipments": shipments, "ticket_ids": ticket_ids, "history_cursors": history_cursors,
-            "tickets_in_db": total}
+            "tickets_in_db": total, "simulate": {"start": _iso(sim_start), "end": sim_end.isoformat()}, "mondays": mondays}
+
+
+def _iso(at: datetime) -> str:
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+
+
+def simulate_draft() -> str:
+    from aftersales.tickets.policy import DEFAULT_POLICY
+
+    draft = DEFAULT_POLICY.replace("amount <= 200 and requests_30d < 3", "amount <= 300 and requests_30d < 3")
+    assert draft != DEFAULT_POLICY, "the shipped policy changed: update SIMULATE draft in bench/run.py"
+    return draft
 
 
 def walk_cursors(base: str, path: str, headers: dict[str, str], max_pages: int) -> list[str]:
@@ -319,9 +363,11 @@ def sign_in(base: str, username: str, password: str) -> str:
 # -- scenarios --------------------------------------------------------------------------------
 
 
-def scenarios(s: dict[str, Any], tokens: dict[str, str], cookie: str, cursors: list[str]) -> list[dict[str, Any]]:
+def scenarios(s: dict[str, Any], tokens: dict[str, str], cookie: str, cursors: list[str], *, sup_cookie: str = "",
+              run_index: int = 0, runs: int = 1) -> list[dict[str, Any]]:
     feed = {"Authorization": f"Bearer {tokens['integration']}"}
     agent = {"Authorization": f"Bearer {tokens['agent']}"}
+    sup = {"Authorization": f"Bearer {tokens['supervisor']}"}
     page = {"Cookie": cookie}
     q = "status=pending_review&queue=general"
     first = [f"/api/v1/tickets?{q}"]
@@ -348,29 +394,168 @@ def scenarios(s: dict[str, Any], tokens: dict[str, str], cookie: str, cursors: l
         {"name": "tracking", "what": "POST /api/v1/tracking-events, 500/batch, 10 % replays, late + out-of-order",
          "kind": "tracking", "headers": feed, "shipments": s["shipments"], "batch": 500, "replay_share": 0.10,
          "concurrency": 4},
+        {"name": "sla_board_page", "what": "GET /sla (HTML SLA board, supervisor session)", "kind": "get",
+         "headers": {"Cookie": sup_cookie}, "paths": ["/sla"], "concurrency": 16},
+        {"name": "sla_board_api", "what": "GET /api/v1/sla/board", "kind": "get", "headers": sup,
+         "paths": ["/api/v1/sla/board"], "concurrency": 16},
+        {"name": "sla_report", "what": "GET /api/v1/reports/sla?group=queue (last 30 days)", "kind": "get", "headers": sup,
+         "paths": ["/api/v1/reports/sla?group=queue"], "concurrency": 16},
+        # Each POST a Monday not generated yet (this run's share of them), so each one builds the digest.
+        {"name": "digest_generate", "what": "POST /api/v1/feedback/digests/qc/week/<past Monday> (on demand, a new week each time)",
+         "kind": "once", "headers": sup, "expect": [201, 200], "concurrency": 1,
+         "paths": [f"/api/v1/feedback/digests/qc/week/{m}" for m in s["mondays"][run_index::runs]] or ["/api/v1/feedback/digests/qc/week/2020-01-06"]},
+        {"name": "digest_get", "what": "GET /api/v1/feedback/digests/qc/week/<a generated Monday>", "kind": "get", "headers": sup,
+         "paths": "generated-digests", "concurrency": 16},
+        {"name": "analytics", "what": "GET /api/v1/feedback/analytics?group=product (last 90 days)", "kind": "get", "headers": sup,
+         "paths": ["/api/v1/feedback/analytics?group=product"], "concurrency": 1},
+        {"name": "simulate", "what": f"POST /api/v1/policy/simulate (draft: no-reason auto-approval up to ¥300) over the newest "
+         f"{min(SIM_TICKETS, s['tickets_in_db']):,} tickets", "kind": "post", "headers": sup, "paths": ["/api/v1/policy/simulate"],
+         "body": {"start": s["simulate"]["start"], "end": s["simulate"]["end"], "text": simulate_draft()}, "concurrency": 1,
+         "min_requests": 2},
     ]
 
 
 def run_load(spec: dict[str, Any], servers: list[Server]) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(spec, f)
-        spec_path = f.name
+    return run_loads([spec], servers)[0]
+
+
+def run_loads(specs: list[dict[str, Any]], servers: list[Server]) -> list[dict[str, Any]]:
+    """One load process per spec, all at once (the mixed scenario), under one memory sampler."""
+    paths = []
+    for spec in specs:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(spec, f)
+            paths.append(f.name)
     try:
         with RssSampler(servers) as rss:
-            proc = subprocess.run([sys.executable, "-m", "bench.load", spec_path], capture_output=True, text=True, cwd=ROOT)
-        if proc.returncode != 0:
-            raise RuntimeError(f"load driver failed: {proc.stderr[-2000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["peak_rss_mb"] = round(rss.peak_kb / 1024, 1)
-        return result
+            procs = [subprocess.Popen([sys.executable, "-m", "bench.load", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, cwd=ROOT) for path in paths]
+            outputs = [proc.communicate() for proc in procs]
+        results = []
+        for proc, (out, err) in zip(procs, outputs):
+            if proc.returncode != 0:
+                raise RuntimeError(f"load driver failed: {err[-2000:]}")
+            result = json.loads(out.strip().splitlines()[-1])
+            result["peak_rss_mb"] = round(rss.peak_kb / 1024, 1)
+            results.append(result)
+        return results
     finally:
-        os.unlink(spec_path)
+        for path in paths:
+            os.unlink(path)
+
+
+def cli_batch(url: str, commands: list[list[str]]) -> list[dict[str, Any]]:
+    """Many `aftersales` commands in one interpreter (bench/clibatch.py)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(commands, f)
+        path = f.name
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench.clibatch", path], env=env_for(url), capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"aftersales commands failed: {proc.stderr[-2000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        os.unlink(path)
+
+
+def make_people(url: str, n_agents: int) -> tuple[dict[str, str], list[str]]:
+    """Service tokens (integration, agent, supervisor), the signed-in agent `bench` and supervisor `bench-sup`,
+    and agent1..agentN (`aftersales user create --role agent`) with a personal token each (`token create --user`)."""
+    roles = [("integration", "bench-integration"), ("agent", "bench-agent"), ("supervisor", "bench")]
+    users = [["user", "create", "--username", "bench", "--role", "agent", "--password", "bench-pass-1"],
+             ["user", "create", "--username", SUPERVISOR[0], "--role", "supervisor", "--password", SUPERVISOR[1]]]
+    users += [["user", "create", "--username", f"agent{i}", "--name", f"坐席{i:02d}", "--role", "agent", "--password", AGENT_PASSWORD]
+              for i in range(1, n_agents + 1)]
+    made = [["token", "create", "--role", role, "--name", name] for role, name in roles]
+    made += [["token", "create", "--user", f"agent{i}"] for i in range(1, n_agents + 1)]
+    out = cli_batch(url, users + made)[len(users):]  # users already there when the data set is reused: fine
+    bad = [t["out"] for t in out if not t["ok"]]
+    if bad:
+        raise RuntimeError(f"tokens: {bad[:3]}")
+    tokens = {role: t["out"] for (role, _), t in zip(roles, out)}
+    return tokens, [t["out"] for t in out[len(roles):]]
+
+
+async def user_ids(url: str, usernames: list[str]) -> list[int]:
+    from sqlalchemy import select
+
+    from aftersales.auth.models import User
+    from aftersales.db import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            found = dict((await conn.execute(select(User.username, User.id).where(User.username.in_(usernames)))).all())
+    finally:
+        await engine.dispose()
+    return [found[u] for u in usernames]
+
+
+def staff_queues(base: str, supervisor_token: str, ids: list[int]) -> dict[str, list[int]]:
+    """Every agent works two queues: PUT /api/v1/queues/{key} with the members (keeping the queue's settings)."""
+    headers = {"Authorization": f"Bearer {supervisor_token}"}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        queues = client.get("/api/v1/queues", headers=headers)
+        queues.raise_for_status()
+        out: dict[str, list[int]] = {}
+        keys = [q["key"] for q in queues.json() if q["active"]]
+        for i, uid in enumerate(ids):
+            for key in (keys[i % len(keys)], keys[(i + 1) % len(keys)]):
+                out.setdefault(key, []).append(uid)
+        for q in queues.json():
+            if q["key"] not in out:
+                continue
+            body = {k: q[k] for k in ("name_zh", "name_en", "priority", "description", "auto_assign", "agent_cap", "active")}
+            r = client.put(f"/api/v1/queues/{q['key']}", headers=headers, json={**body, "members": sorted(out[q["key"]])})
+            if r.status_code != 200:
+                raise RuntimeError(f"PUT /api/v1/queues/{q['key']}: {r.status_code} {r.text[:300]}")
+        return out
+
+
+async def reset_digests(url: str, paths: list[str]) -> None:
+    """Forget the qc weekly digests this run will ask for (a reused data set has them from an earlier run),
+    so that every POST of digest_generate really builds one."""
+    from datetime import date
+
+    from sqlalchemy import delete
+
+    from aftersales.db import create_engine
+    from aftersales.feedback.models import Digest
+
+    days = [date.fromisoformat(p.rsplit("/", 1)[1]) for p in paths]
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(Digest).where(Digest.team == "qc", Digest.period == "week", Digest.period_start.in_(days)))
+    finally:
+        await engine.dispose()
+
+
+async def assign_next_check(url: str, since: datetime) -> dict[str, int]:
+    """From ticket_events: tickets handed out by 'next ticket' since the run began, and any ticket handed out
+    by it more than once (ever: nothing in this benchmark releases a ticket)."""
+    from sqlalchemy import func, select
+
+    from aftersales.db import create_engine
+    from aftersales.models import TimelineEvent
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            handed = await conn.scalar(select(func.count()).select_from(TimelineEvent)
+                                       .where(TimelineEvent.action == "assign_next", TimelineEvent.at >= since))
+            twice = select(TimelineEvent.ticket_id).where(TimelineEvent.action == "assign_next").group_by(TimelineEvent.ticket_id) \
+                .having(func.count() > 1).subquery()
+            dup = await conn.scalar(select(func.count()).select_from(twice))
+    finally:
+        await engine.dispose()
+    return {"handed_out_db": int(handed or 0), "handed_out_twice_db": int(dup or 0)}
 
 
 # -- query plans ------------------------------------------------------------------------------
 
 
-async def explain(url: str) -> list[dict[str, Any]]:
+async def explain(url: str, agent_id: int | None = None, samples: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run the real repository/service code, capture the SQL it sends, and EXPLAIN each statement."""
     from sqlalchemy import event, func, select
 
@@ -432,6 +617,42 @@ async def explain(url: str) -> list[dict[str, Any]]:
         await OrderService(s, SystemClock()).ingest_tracking([ev], limit=1000)
 
     await capture("tracking-event ingestion: shipment lookup, dedupe insert, shipment refresh", ingest)
+
+    from datetime import date
+
+    from aftersales.auth.principal import Principal
+    from aftersales.feedback.analytics import return_rates
+    from aftersales.feedback.digests import build_digest
+    from aftersales.sla import reports
+    from aftersales.tickets.assignment import AssignmentService
+    from aftersales.tickets.policy_service import PolicyService
+
+    now = datetime.now(UTC)
+    await capture("SLA board (GET /sla, /api/v1/sla/board): every query of reports.board",
+                  lambda s: reports.board(s, now, reports.BoardFilters(), zone=SHANGHAI))
+    await capture("SLA report, 30 days, group=queue (GET /api/v1/reports/sla?group=queue)",
+                  lambda s: reports.closure_report(s, now - timedelta(days=30), now, "queue"))
+    if samples and samples["mondays"]:
+        monday = date.fromisoformat(samples["mondays"][0])
+        await capture(f"weekly digest of qc ({monday}): build_digest, including the 30-day problem products",
+                      lambda s: build_digest(s, "qc", "week", monday, SHANGHAI))
+    await capture("return-rate analytics, 90 days, group=product (GET /api/v1/feedback/analytics?group=product)",
+                  lambda s: return_rates(s, now - timedelta(days=90), now, "product", limit=100_000))
+    if samples:
+        period = (datetime.fromisoformat(samples["simulate"]["start"]), datetime.fromisoformat(samples["simulate"]["end"]))
+        await capture("policy simulation over the newest ~100,000 tickets (PolicyService.simulate)",
+                      lambda s: PolicyService(s, SystemClock()).simulate(simulate_draft(), *period))
+    if agent_id is not None:
+        async def next_ticket(s: Any) -> None:
+            service = AssignmentService(s, SystemClock())
+
+            async def two_queues(user_id: int) -> list[str]:  # the membership the mixed scenario gives agent1
+                return ["general", "quality_review"]
+
+            service.queues_of = two_queues  # type: ignore[method-assign]
+            await service.next_ticket(Principal(kind="user", id=agent_id, name="agent1", role="agent"))
+
+        await capture("next ticket (POST /api/v1/tickets/next) for an agent of general + quality_review", next_ticket)
     await engine.dispose()
     return plans
 
@@ -468,46 +689,110 @@ def prepare(url: str, tickets: int, seed: int, reuse: bool, label: str) -> dict[
 
 def bench_database(url: str, *, db: str, tickets: int, seed: int, reuse: bool, duration: float, warmup: float,
                    instances: list[int], only: set[str] | None, label: str, samples_n: int,
-                   concurrency: int | None = None) -> dict[str, Any]:
+                   concurrency: int | None = None, agents: int = N_AGENTS) -> dict[str, Any]:
     meta = prepare(url, tickets, seed, reuse, label)
-    tokens = {role: cli(url, "token", "create", "--role", role, "--name", f"bench-{role}") for role in ("integration", "agent")}
-    cli(url, "user", "create", "--username", "bench", "--role", "agent", "--password", "bench-pass-1", check=False)
+    want_mixed = not only or "mixed" in only
+    log("tokens and users (aftersales token create / user create)")
+    tokens, agent_tokens = make_people(url, agents if want_mixed else 0)
+    agent_ids = asyncio.run(user_ids(url, [f"agent{i}" for i in range(1, agents + 1)])) if want_mixed else []
     samples = asyncio.run(_samples(url, samples_n, seed))
     log("EXPLAIN of the hot queries")
-    plans = asyncio.run(explain(url))
+    plans = asyncio.run(explain(url, agent_ids[0] if agent_ids else None, samples))
     runs: list[dict[str, Any]] = []
-    for n in instances:
+    for run_index, n in enumerate(instances):
         servers = [Server(url) for _ in range(n)]
+        loadavg, started_at = os.getloadavg(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        log(f"{db} × {n}: load average at start {loadavg[0]:.2f}, {loadavg[1]:.2f}, {loadavg[2]:.2f}")
         try:
             for s in servers:
                 s.start()
             base = f"http://127.0.0.1:{servers[0].port}"
             cookie = sign_in(base, "bench", "bench-pass-1")
+            sup_cookie = sign_in(base, *SUPERVISOR)
             cursors = walk_cursors(base, "/api/v1/tickets?status=pending_review&queue=general&limit=50",
                                    {"Authorization": f"Bearer {tokens['agent']}"}, max_pages=400)
             log(f"{db} × {n} instance(s): {len(cursors) + 1} pages in the pending_review/general queue")
+            targets = [["127.0.0.1", s.port] for s in servers]
             results: dict[str, Any] = {}
-            for sc in scenarios(samples, tokens, cookie, cursors):
+            for sc in scenarios(samples, tokens, cookie, cursors, sup_cookie=sup_cookie, run_index=run_index, runs=len(instances)):
                 if only and sc["name"] not in only and sc["name"] != "ceiling":
                     continue
-                spec = {**sc, "targets": [["127.0.0.1", s.port] for s in servers], "duration": duration,
-                        "warmup": warmup, "seed": seed}
+                if sc["name"] == "digest_generate":
+                    asyncio.run(reset_digests(url, sc["paths"]))
+                if sc.get("paths") == "generated-digests":
+                    sc["paths"] = generated_digests(base, tokens["supervisor"])
+                spec = {**sc, "targets": targets, "duration": duration, "warmup": warmup, "seed": seed}
                 spec["concurrency"] = max(concurrency or sc["concurrency"], n)
                 log(f"{db} × {n}: {sc['name']} (c={spec['concurrency']}, {duration:g} s after {warmup:g} s warm-up)")
                 r = run_load(spec, servers)
                 r.update(what=sc["what"], concurrency=spec["concurrency"])
                 results[sc["name"]] = r
-                log(f"  → {r['rps']:,} req/s ({r['units_per_s']:,} units/s), p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-                    f"errors {r['errors']}, peak RSS {r['peak_rss_mb']} MB" + (f"  {r['error_samples'][:1]}" if r["errors"] else ""))
+                _log_result(r)
+            if want_mixed:
+                results.update(mixed(url, db, n, base, targets, servers, samples, tokens, agent_tokens, agent_ids,
+                                     duration=duration, warmup=warmup, seed=seed))
             ceiling = results.get("ceiling", {}).get("rps") or None
             for r in results.values():
                 r["ceiling_ratio"] = round(r["rps"] / ceiling, 3) if ceiling else None
-            runs.append({"instances": n, "queue_pages": len(cursors) + 1, "scenarios": results})
+            runs.append({"instances": n, "queue_pages": len(cursors) + 1, "loadavg_at_start": loadavg, "started_at": started_at,
+                         "scenarios": results})
         finally:
             for s in servers:
                 s.stop()
     return {"db": db, "url": meta["url"], "scale": tickets, "generation": meta, "tickets_in_db_at_start": samples["tickets_in_db"],
             "runs": runs, "explain": plans}
+
+
+def _log_result(r: dict[str, Any], name: str = "") -> None:
+    log(f"  → {name}{r['rps']:,} req/s ({r['units_per_s']:,} units/s), p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+        f"errors {r['errors']}, peak RSS {r['peak_rss_mb']} MB, statuses {r['statuses']}"
+        + (f"  {r['error_samples'][:2]}" if r["errors"] else ""))
+
+
+def generated_digests(base: str, supervisor_token: str) -> list[str]:
+    """The qc weekly digests that exist (the digest_generate scenario just built them)."""
+    with httpx.Client(base_url=base, timeout=60) as client:
+        r = client.get("/api/v1/feedback/digests?team=qc&limit=200", headers={"Authorization": f"Bearer {supervisor_token}"})
+        r.raise_for_status()
+        weeks = [d["period_start"] for d in r.json() if d["period"] == "week"]
+    return [f"/api/v1/feedback/digests/qc/week/{w}" for w in weeks] or ["/api/v1/feedback/digests/qc/week/2020-01-06"]
+
+
+def mixed(url: str, db: str, n: int, base: str, targets: list[list[Any]], servers: list[Server], samples: dict[str, Any],
+          tokens: dict[str, str], agent_tokens: list[str], agent_ids: list[int], *, duration: float, warmup: float,
+          seed: int) -> dict[str, Any]:
+    """40 agents work their queues (next, open, act) while intake and ingestion run; then ticket_events must show
+    no ticket handed out twice."""
+    staffed = staff_queues(base, tokens["supervisor"], agent_ids)
+    feed = {"Authorization": f"Bearer {tokens['integration']}"}
+    common = {"targets": targets, "duration": duration, "warmup": warmup, "seed": seed + 7}
+    specs = [
+        {**common, "name": "mixed_agents", "kind": "agent", "tokens": agent_tokens, "concurrency": len(agent_tokens),
+         "what": f"{len(agent_tokens)} agents (personal tokens, 2 queues each): POST /api/v1/tickets/next, GET the ticket, "
+                 "act with its version (approve / close / inspect / refund / ship), in a loop — while intake and ingestion run"},
+        {**common, "name": "mixed_intake", "kind": "intake", "headers": feed, "orders": samples["orders"], "reasons": INTAKE_REASONS,
+         "concurrency": 8, "what": "during mixed: POST /api/v1/tickets"},
+        {**common, "name": "mixed_tracking", "kind": "tracking", "headers": feed, "shipments": samples["shipments"], "batch": 500,
+         "replay_share": 0.10, "concurrency": 2, "what": "during mixed: POST /api/v1/tracking-events, 500/batch"},
+    ]
+    since = datetime.now(UTC)
+    log(f"{db} × {n}: mixed — {len(agent_tokens)} agents in {len(staffed)} queues + intake (c=8) + ingestion (c=2), "
+        f"{duration:g} s after {warmup:g} s warm-up")
+    out: dict[str, Any] = {}
+    for spec, r in zip(specs, run_loads(specs, servers)):
+        r.update(what=spec["what"], concurrency=spec["concurrency"])
+        out[spec["name"]] = r
+    agents = out["mixed_agents"]
+    agents.update(asyncio.run(assign_next_check(url, since)))
+    if agents["handed_out_twice_db"]:
+        agents["errors"] += agents["handed_out_twice_db"]
+        agents["error_samples"].append(f"{agents['handed_out_twice_db']} tickets handed out twice (ticket_events assign_next)")
+    for name, r in out.items():
+        _log_result(r, f"{name}: ")
+    log(f"  agents: {agents['handed_out']} tickets handed out (warm-up included; {agents['handed_out_db']} assign_next rows "
+        f"since start), twice: {agents['handed_out_twice']} (driver) / {agents['handed_out_twice_db']} (database); "
+        f"idle polls {agents['idle_polls']}; steps {agents['steps']}")
+    return out
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -527,7 +812,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description="Benchmarks of the aftersales service (issue 7).")
-    p.add_argument("--quick", action="store_true", help="2,000 tickets, SQLite, 3-second scenarios: for CI")
+    p.add_argument("--quick", action="store_true", help="2,000 tickets, SQLite, 1.5-second scenarios, 8 agents: for CI")
     p.add_argument("--db", choices=("sqlite", "postgres", "both"), default="sqlite")
     p.add_argument("--tickets", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=20261125)
@@ -542,9 +827,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", choices=("auto", "on", "off"), default="auto",
                    help="AFTERSALES_RUN_WORKER for the servers (auto = as the README runs it: in-process on SQLite)")
     p.add_argument("--concurrency", type=int, default=None, help="override every scenario's concurrency (diagnosis)")
+    p.add_argument("--agents", type=int, default=N_AGENTS, help="agents in the mixed scenario (issue 7: 40)")
     args = p.parse_args(argv)
     if args.quick:
-        args.tickets, args.duration, args.warmup, args.db = 2000, 3.0, 1.0, "sqlite"
+        args.tickets, args.duration, args.warmup, args.db, args.agents = 2000, 1.5, 0.5, "sqlite", 8
     WORKER["mode"] = args.worker
     DATA.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -562,9 +848,11 @@ def main(argv: list[str] | None = None) -> int:
             url, label = args.pg_url, f"postgres-{args.tickets}"
             instances = [int(x) for x in args.instances.split(",") if x]
             info["postgresql"] = pg_version(url)
+        info = {**info, "loadavg_at_start": os.getloadavg()}
         result = bench_database(url, db=db, tickets=args.tickets, seed=args.seed, reuse=args.reuse,
                                 duration=args.duration, warmup=args.warmup, instances=instances, only=only,
-                                label=label, samples_n=200 if args.quick else 5000, concurrency=args.concurrency)
+                                label=label, samples_n=200 if args.quick else 5000, concurrency=args.concurrency,
+                                agents=args.agents)
         diagnostic = bool(args.concurrency or only)
         result.update(worker=args.worker, machine=info, command=command, quick=args.quick, at=stamp, duration=args.duration, warmup=args.warmup,
                       diagnostic=diagnostic)
