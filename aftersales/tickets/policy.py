@@ -380,6 +380,24 @@ def evaluate(policy: Policy, facts: dict[str, Any]) -> Decision:
     return Decision(outcome=policy.default, rule=None, trace=trace)
 
 
+def decide(policy: Policy, facts: dict[str, Any]) -> tuple[Outcome, str | None]:
+    """The outcome alone, short-circuiting and without a trace: for simulating many tickets."""
+    for rule in policy.rules:
+        if rule.condition is None or _holds_fast(rule.condition, facts):
+            return rule.outcome, rule.name
+    return policy.default, None
+
+
+def _holds_fast(node: Any, facts: dict[str, Any]) -> bool:
+    if isinstance(node, BoolOp):
+        if node.op == "and":
+            return all(_holds_fast(item, facts) for item in node.items)
+        if node.op == "or":
+            return any(_holds_fast(item, facts) for item in node.items)
+        return not _holds_fast(node.items[0], facts)
+    return _compare(node, facts.get(node.fact))
+
+
 def _holds(node: Any, facts: dict[str, Any], out: list[dict[str, Any]]) -> bool:
     # Every comparison is evaluated (no short-circuit) so the trace shows all values seen.
     if isinstance(node, BoolOp):

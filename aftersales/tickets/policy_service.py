@@ -155,8 +155,8 @@ class PolicyService:
         result = await self.session.stream(query.execution_options(yield_per=2000))
         async for ticket_id, facts, old_decision, number, amount, human_choice in result:
             totals["tickets"] += 1
-            decision = rules.evaluate(policy, facts)
-            automatic = decision.outcome.decision in ("approve", "fast_refund")
+            outcome, _ = rules.decide(policy, facts)  # the full trace only for the disagreements listed
+            automatic = outcome.decision in ("approve", "fast_refund")
             if automatic:
                 totals["auto_approved"] += 1
                 totals["auto_approved_amount"] += amount
@@ -171,6 +171,7 @@ class PolicyService:
             if agrees:
                 totals["agree"] += 1
             elif len(disagreements) < max_listed:
+                decision = rules.evaluate(policy, facts)
                 disagreements.append({
                     "ticket_id": ticket_id, "number": number, "amount": str(amount), "draft": decision.outcome.to_dict(),
                     "rule": decision.rule, "agent_decision": human_choice, "explanation": decision.explain(),
