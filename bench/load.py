@@ -12,7 +12,7 @@ Kinds of scenario (spec["kind"]):
 - get: GET a random path of spec["paths"];
 - post: POST spec["body"] (JSON) to a random path of spec["paths"];
 - once: POST to spec["paths"] in order, each once across all workers (on-demand digests: each request
-  generates a new one); when every path was used it starts again (those answers are the stored ones);
+  generates a new one); a worker stops when every path has been used;
 - intake, tracking: generated bodies (see the makers below);
 - agent: each worker is one agent with its own personal token (spec["tokens"]) working its queues in a loop:
   POST /api/v1/tickets/next, GET /api/v1/tickets/{id}, then the action the status calls for (approve with
@@ -105,7 +105,7 @@ class Maker:
         self.headers = dict(spec.get("headers", {}))
         self.sent_events: list[dict[str, Any]] = []
 
-    def next(self, host: str) -> tuple[bytes, tuple[int, ...], int]:
+    def next(self, host: str) -> tuple[bytes, tuple[int, ...], int] | None:
         rng = self.rng
         if self.kind == "get":
             path = rng.choice(self.spec["paths"])
@@ -117,6 +117,8 @@ class Maker:
         if self.kind == "once":
             paths = self.spec["paths"]
             i = self.shared["next"] = self.shared.get("next", -1) + 1
+            if i >= len(paths):
+                return None  # every one done: the answers after this would be stored digests, not new ones
             body = json.dumps(self.spec["body"]).encode() if "body" in self.spec else b""
             return build("POST", host, paths[i % len(paths)], self.headers, body), tuple(self.spec.get("expect", (200,))), 1
         if self.kind == "intake":
@@ -243,15 +245,16 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             _, detail = await call("open", "GET", f"/api/v1/tickets/{ticket_id}")
             if not detail:
                 continue
-            status, version = detail["status"], detail["version"]
-            action, body = {
-                "pending_review": ("approve", {}),
-                "refunded": ("close", {"note": "bench: done"}),
-                "rejected": ("close", {"note": "bench: done"}),
-                "return_received": ("record_inspection", {"passed": True}),
-                "refunding": ("confirm_refund", {"refund_reference": f"BENCH-{ticket_id}"}),
-                "approved": ("ship_replacement", {"carrier": "SF", "tracking_number": f"SFB{ticket_id}{rng.randrange(10**6):06d}"}),
-            }.get(status, ("note", {"note": "bench: looked at it"}))
+            version, allowed = detail["version"], set(detail.get("allowed_actions") or ())
+            # The next step the ticket offers (its allowed_actions), approval first.
+            options = [
+                ("approve", {}),
+                ("record_inspection", {"passed": True}),
+                ("confirm_refund", {"refund_reference": f"BENCH-{ticket_id}"}),
+                ("ship_replacement", {"carrier": "SF", "tracking_number": f"SFB{ticket_id}{rng.randrange(10**6):06d}"}),
+                ("close", {"note": "bench: done"}),
+            ]
+            action, body = next(((a, b) for a, b in options if a in allowed), ("note", {"note": "bench: looked at it"}))
             _, done = await call("act", "POST", f"/api/v1/tickets/{ticket_id}/actions/{action}", {"version": version, **body})
             if done and time.perf_counter() >= measure_from:
                 units += 1
@@ -273,7 +276,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 break
             if conn is None or conn.lost:
                 _, conn = await loop.create_connection(Conn, host, port)
-            raw, expect, n = maker.next(f"{host}:{port}")
+            made = maker.next(f"{host}:{port}")
+            if made is None:
+                break
+            raw, expect, n = made
             t0 = time.perf_counter()
             try:
                 status, body = await conn.request(raw)
