@@ -285,12 +285,13 @@ class OrderService:
                 for key, value in values.items():
                     setattr(shipment, key, value)
                 updates.append({"id": shipment_id, **values})
-        for row in updates:
+        # Lock rows in one global order (by id) so concurrent batches cannot deadlock on PostgreSQL.
+        for row in sorted(updates, key=lambda r: r["id"]):
             shipment_id = row.pop("id")
             await self.session.execute(
                 update(Shipment).where(Shipment.id == shipment_id).values(**row).execution_options(synchronize_session=False)
             )
-        for order_id, at in signed_orders.items():
+        for order_id, at in sorted(signed_orders.items()):
             # Sign-for of the outbound parcel starts the 7-day no-reason window.
             await self.session.execute(
                 update(Order).where(Order.id == order_id, or_(Order.delivered_at.is_(None), Order.delivered_at > at))
@@ -318,7 +319,7 @@ class OrderService:
         unique: dict[tuple[str, str, str], dict[str, Any]] = {}
         for row in rows:
             unique.setdefault((row["carrier"], row["tracking_number"], row["dedupe_key"]), row)
-        candidates = list(unique.values())
+        candidates = [unique[key] for key in sorted(unique)]  # a stable insert order, same reason
         if not candidates:
             return []
         stmt = (
