@@ -27,7 +27,7 @@ from aftersales.feedback.models import FeedbackItem, FeedbackRecord
 from aftersales.feedback.routing import TEAMS
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.taxonomy import REASONS, is_known_reason
-from aftersales.pages import PAGE_ERRORS, page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, page_auth_error, render, is_htmx
 from aftersales.settings import Settings
 from aftersales.tickets.models import Ticket
 
@@ -67,7 +67,7 @@ class FeedbackPages(Controller):
         except DomainError as exc:
             await db_session.rollback()
             error, status_code = exc.detail, exc.status_code
-        htmx = request.headers.get("hx-request") == "true"
+        htmx = is_htmx(request)
         if error is None and not htmx:
             return Redirect("/feedback?" + urlencode(back), status_code=303)
         context = await _inbox_context(back, principal, db_session, clock, settings)
@@ -128,7 +128,7 @@ class FeedbackPages(Controller):
         except DomainError as exc:
             await db_session.rollback()
             error, status_code = exc.detail, exc.status_code
-        htmx = request.headers.get("hx-request") == "true"
+        htmx = is_htmx(request)
         if error is None and not htmx:
             return Redirect(f"/feedback/actions/{action_id}", status_code=303)
         context = await _action_context(action_id, principal, db_session, clock, settings)
@@ -160,7 +160,7 @@ class TicketFeedbackPages(Controller):
     async def edit(self, request: Request[Any, Any, Any], ticket_id: int, db_session: AsyncSession) -> Template:
         context = await _record_context(db_session, ticket_id)
         context["editing"] = True
-        if request.headers.get("hx-request") == "true":
+        if is_htmx(request):
             return render(request, "feedback/_ticket_feedback.html", context)
         return render(request, "feedback/ticket_feedback.html", context)
 
@@ -168,7 +168,7 @@ class TicketFeedbackPages(Controller):
     async def refine(self, request: Request[Any, Any, Any], ticket_id: int, db_session: AsyncSession, clock: Clock) -> Template | Redirect:
         form = await request.form()
         principal = current_principal(request)
-        htmx = request.headers.get("hx-request") == "true"
+        htmx = is_htmx(request)
         error, status_code = None, 200
         try:
             await FeedbackService(db_session, clock).refine(ticket_id, str(form.get("category", "")), principal.actor)

@@ -19,7 +19,7 @@ from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.models import FeedbackRecord
 from aftersales.feedback.taxonomy import REASONS
-from aftersales.pages import PAGE_ERRORS, page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, page_auth_error, render, is_htmx
 from aftersales.settings import Settings
 from aftersales.tickets import macros, workflow
 from aftersales.tickets.repository import TicketChain, TicketFilter, TicketRepository
@@ -102,13 +102,13 @@ class TicketPages(Controller):
         except DomainError as exc:
             await db_session.rollback()
             error, status_code = _explain(exc), exc.status_code
-        if error is None and request.headers.get("hx-request") != "true":
+        if error is None and not is_htmx(request):
             return Redirect(f"/tickets/{ticket_id}", status_code=303)
         chain = await TicketRepository(db_session).load_chain(ticket_id)
         context = await _ticket_context(request, db_session, chain, clock)
         context["error"] = error
         context["notice"] = None if error else i18n.gettext("Done: %(action)s", action=_action_label(action))
-        block = "ticket_main" if request.headers.get("hx-request") == "true" else None
+        block = "ticket_main" if is_htmx(request) else None
         return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS, status_code=status_code, block=block)
 
 
@@ -139,12 +139,12 @@ class AssignmentPages(Controller):
         except DomainError as exc:
             await db_session.rollback()
             error, status_code = exc.detail, exc.status_code
-        if error is None and request.headers.get("hx-request") != "true":
+        if error is None and not is_htmx(request):
             return Redirect(f"/tickets/{ticket_id}", status_code=303)
         chain = await TicketRepository(db_session).load_chain(ticket_id)
         context = await _ticket_context(request, db_session, chain, clock)
         context["error"] = error
-        block = "ticket_main" if request.headers.get("hx-request") == "true" else None
+        block = "ticket_main" if is_htmx(request) else None
         return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS, status_code=status_code, block=block)
 
 

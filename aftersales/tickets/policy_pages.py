@@ -18,7 +18,7 @@ from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
 from jinja2_fragments.litestar import HTMXBlockTemplate
 
-from aftersales.pages import base_context, PAGE_ERRORS, page_auth_error, render
+from aftersales.pages import base_context, PAGE_ERRORS, page_auth_error, render, is_htmx
 from aftersales.settings import Settings
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.policy_api import SUPERVISE, QueueIn, _queues_out, save_queue
@@ -67,7 +67,7 @@ class PolicyPages(Controller):
         context = {**await _policy_context(db_session, clock, settings, text=text, note=note), **outcome}
         context["start"] = str(form.get("start") or context["start"])
         context["end"] = str(form.get("end") or context["end"])
-        if intent == "save" and request.headers.get("hx-request") == "true":
+        if intent == "save" and is_htmx(request):
             # The versions list changed too: it rides along as an out-of-band swap.
             context["versions_oob"] = True
             return HTMXBlockTemplate(template_name="policy/policy.html", context={**base_context(request), **context},
@@ -96,7 +96,7 @@ class PolicyPages(Controller):
             context = await _queues_context(db_session)
             context["error"] = exc.detail
             return render(request, "policy/queues.html", context, blocks=("queue_table",), status_code=exc.status_code)
-        if request.headers.get("hx-request") == "true":
+        if is_htmx(request):
             context = await _queues_context(db_session)
             context["notice"] = i18n.gettext("Queue %(key)s saved.", key=key)
             return render(request, "policy/queues.html", context, block="queue_table")
