@@ -6,11 +6,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from aftersales.db import Base, BigId, JSONType, Money, UTCDateTime
 from aftersales.orders.models import Customer, Order
+
+
+# Final statuses, spelled as literal SQL for the partial indexes above and the queries that use them.
+OPEN_TICKET_SQL = "status NOT IN ('closed', 'cancelled')"
 
 
 class Ticket(Base):
@@ -25,6 +29,15 @@ class Ticket(Base):
         Index("ix_tickets_next", "queue", "assignee_id", "status", "sla_due_at"),
         # SLA reports: tickets closed in a period.
         Index("ix_tickets_closed_at", "closed_at"),
+        # Queue listings sorted by SLA due time (keyset on sla_due_at, id).
+        Index("ix_tickets_queue_status_due", "queue", "status", "sla_due_at", "id"),
+        # Open tickets only (about 1 % of a mature history): the SLA board and the default queue page
+        # read these. The condition is literal SQL and queries must spell it the same way
+        # (OPEN_TICKET_SQL) -- a bound parameter defeats SQLite's partial-index matching.
+        Index("ix_tickets_open", "queue", "assignee_id", "sla_due_at", "first_response_due_at",
+              sqlite_where=text(OPEN_TICKET_SQL), postgresql_where=text(OPEN_TICKET_SQL)),
+        Index("ix_tickets_open_requested", "requested_at", "id",
+              sqlite_where=text(OPEN_TICKET_SQL), postgresql_where=text(OPEN_TICKET_SQL)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -57,6 +70,9 @@ class Ticket(Base):
     # Set when the resolution clock stops at closure: merchant seconds and whether within target.
     resolution_seconds: Mapped[float | None] = mapped_column(nullable=True)
     resolution_met: Mapped[bool | None] = mapped_column(nullable=True)
+    # Set once when the worker fires the resolution breach warning (mirrors sla_events), so that reports
+    # need no per-ticket lookup into sla_events.
+    resolution_breached: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     first_response_seconds: Mapped[float | None] = mapped_column(nullable=True)
     first_response_met: Mapped[bool | None] = mapped_column(nullable=True)
     policy_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
