@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from litestar import Litestar, Request, get
@@ -144,5 +145,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.read_sessionmaker = create_sessionmaker(read_engine) if read_engine is not engine else app.state.sessionmaker
     app.state.clock = clock or SystemClock()
+    # SQLite has one writer: queue this process's write requests in arrival order here instead of in
+    # SQLite's busy handler, whose sleeps (up to 100 ms) leave the lock idle and starve some writers.
+    app.state.write_gate = asyncio.Lock() if settings.is_sqlite else contextlib.nullcontext()
     app.state.token_cache = TokenCache()
     return app

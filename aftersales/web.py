@@ -18,9 +18,13 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 async def provide_db_session(state: State, request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
-    """Reads get a session that never queues for SQLite's write lock; everything else the writer."""
-    factory = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
-    async with factory() as session:
+    """Reads get a session that never queues for SQLite's write lock; everything else the writer,
+    after passing the process's write gate (a FIFO lock on SQLite, nothing on PostgreSQL)."""
+    if request.method in READ_METHODS:
+        async with state.read_sessionmaker() as session:
+            yield session
+        return
+    async with state.write_gate, state.sessionmaker() as session:
         yield session
 
 

@@ -1,4 +1,4 @@
-"""Profile one endpoint in-process with cProfile (no extra tools): where does a request's time go?
+"""Profile one endpoint (or ticket intake with --intake) in-process with cProfile (no extra tools): where does a request's time go?
 
     python -m bench.profile --db sqlite+aiosqlite:///./bench/data/bench-100000.db --path /api/v1/tickets/123 -n 200
     python -m bench.profile --db postgresql+asyncpg://postgres@127.0.0.1/aftersales_bench --path /api/v1/tickets/123
@@ -57,24 +57,91 @@ async def _main(args: argparse.Namespace) -> None:
     transport = httpx.ASGITransport(app=app)
     async with app.lifespan() if hasattr(app, "lifespan") and callable(getattr(app, "lifespan")) else _null():
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            if args.intake:
+                send = await _intake_sender(app, client, headers, args.n + 5)
+            elif args.tracking:
+                send = await _tracking_sender(app, client, headers)
+            else:
+                send = _getter(client, headers, args.path)
             for _ in range(5):
-                (await client.get(args.path, headers=headers)).raise_for_status()
+                await send()
             stats.update(statements=0, db_seconds=0.0)
             prof = cProfile.Profile()
             t0 = time.perf_counter()
             prof.enable()
             for _ in range(args.n):
-                r = await client.get(args.path, headers=headers)
-                r.raise_for_status()
+                await send()
             prof.disable()
             wall = time.perf_counter() - t0
-    print(f"{args.n} × GET {args.path}: {wall / args.n * 1000:.2f} ms per request, "
+    what = "POST /api/v1/tickets" if args.intake else "POST /api/v1/tracking-events (500)" if args.tracking else f"GET {args.path}"
+    print(f"{args.n} × {what}: {wall / args.n * 1000:.2f} ms per request, "
           f"{stats['statements'] / args.n:.1f} SQL statements per request, "
           f"{stats['db_seconds'] / args.n * 1000:.2f} ms of it waiting on the database")
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
     print(out.getvalue())
     await engine.dispose()
+
+
+def _getter(client: Any, headers: dict[str, str], path: str) -> Any:
+    async def send() -> None:
+        (await client.get(path, headers=headers)).raise_for_status()
+
+    return send
+
+
+async def _intake_sender(app: Any, client: Any, headers: dict[str, str], n: int) -> Any:
+    """POST /api/v1/tickets for n different delivered orders (one item each), as the intake scenario does."""
+    from sqlalchemy import select
+
+    from aftersales.orders.models import Order, OrderItem
+    from aftersales.tickets.models import Ticket
+
+    async with app.state.sessionmaker() as session:
+        rows = (await session.execute(
+            select(Order.external_id, OrderItem.sku).join(OrderItem, OrderItem.order_id == Order.id)
+            .where(Order.delivered_at.is_not(None), ~select(Ticket.id).where(Ticket.order_id == Order.id).exists())
+            .order_by(Order.id.desc()).limit(n)
+        )).all()
+    bodies = iter(rows)
+
+    async def send() -> None:
+        external_id, sku = next(bodies)
+        body = {"order_external_id": external_id, "kind": "return_refund", "reason_code": "quality.defect",
+                "items": [{"sku": sku, "quantity": 1}], "requested_amount": "1.00", "description": "profile"}
+        r = await client.post("/api/v1/tickets", json=body, headers=headers)
+        if r.status_code != 201:
+            raise RuntimeError(f"{r.status_code} {r.text[:300]}")
+
+    return send
+
+
+async def _tracking_sender(app: Any, client: Any, headers: dict[str, str]) -> Any:
+    """POST 500-event carrier batches built the way the tracking scenario builds them (bench/load.py)."""
+    import random
+
+    from sqlalchemy import select
+
+    from aftersales.orders.models import Shipment
+    from bench.load import Maker
+
+    async with app.state.sessionmaker() as session:
+        rows = (await session.execute(
+            select(Shipment.carrier, Shipment.tracking_number, Shipment.created_at, Shipment.last_event_at)
+            .order_by(Shipment.id).limit(20_000)
+        )).all()
+    shipments = [[c, t, a.isoformat(), b.isoformat() if b else None] for c, t, a, b in random.Random(7).sample(rows, 5000)]
+    maker = Maker({"kind": "tracking", "shipments": shipments, "batch": 500, "replay_share": 0.10}, seed=7)
+
+    async def send() -> None:
+        raw, _, _ = maker.next("bench")
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        r = await client.post("/api/v1/tracking-events", content=body,
+                              headers={**headers, "Content-Type": "application/json"})
+        if r.status_code != 200:
+            raise RuntimeError(f"{r.status_code} {r.text[:300]}")
+
+    return send
 
 
 class _null:
@@ -88,7 +155,9 @@ class _null:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile")
     p.add_argument("--db", required=True)
-    p.add_argument("--path", required=True)
+    p.add_argument("--path", default="/healthz")
+    p.add_argument("--tracking", action="store_true", help="profile POST /api/v1/tracking-events (500-event batches)")
+    p.add_argument("--intake", action="store_true", help="profile POST /api/v1/tickets (n tickets on recent orders)")
     p.add_argument("--role", default="agent")
     p.add_argument("-n", type=int, default=100)
     p.add_argument("--sort", default="cumulative")
