@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from aftersales.clock import ensure_utc
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -119,3 +122,27 @@ def dialect_insert(session: AsyncSession, model: Any) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(model)
+
+
+# PostgreSQL's "deadlock detected" and "could not serialize": the transaction lost a race and is
+# safe to run again from the start.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in RETRYABLE_SQLSTATES
+
+
+async def run_retrying(session: AsyncSession, work: Callable[[], Awaitable[T]], *, attempts: int = 3) -> T:
+    """Run `work` (which commits); roll back and run it again when the database chose it as the
+    victim of a deadlock or serialization failure."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await work()
+        except DBAPIError as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            await session.rollback()
+    raise AssertionError("unreachable")
+

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.auth.guards import FEED, READ_TICKETS, current_principal, requires
 from aftersales.clock import Clock
+from aftersales.db import run_retrying
 from aftersales.idempotency import fingerprint, run_once
 from aftersales.orders.schemas import (
     OrderIn,
@@ -65,8 +66,10 @@ class OrderController(Controller):
             )
             return 200, encode(TrackingResult(**result))
 
-        status, body, replayed = await run_once(
-            db_session, clock, scope=principal.actor, key=idempotency_key(request),
-            print_=fingerprint("POST", request.url.path, await request.body()), run=run,
-        )
+        print_ = fingerprint("POST", request.url.path, await request.body())
+        # Two batches touching the same parcels can still deadlock on PostgreSQL (rows are locked in
+        # id order, but a ticket moved by a delivery locks more); the loser simply runs again.
+        status, body, replayed = await run_retrying(db_session, lambda: run_once(
+            db_session, clock, scope=principal.actor, key=idempotency_key(request), print_=print_, run=run,
+        ))
         return json_response(status, body, replayed=replayed)
