@@ -14,10 +14,15 @@ held) so that a decision explains itself and a supervisor can audit it.
 from __future__ import annotations
 
 import difflib
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from typing import Any
+
+import msgspec
 
 # Every fact a rule may test, with its type: number, bool, text or list (of text).
 FACTS: dict[str, str] = {
@@ -386,6 +391,90 @@ def decide(policy: Policy, facts: dict[str, Any]) -> tuple[Outcome, str | None]:
         if rule.condition is None or _holds_fast(rule.condition, facts):
             return rule.outcome, rule.name
     return policy.default, None
+
+
+AUTOMATIC = frozenset({"approve", "fast_refund"})
+
+
+class AutoApprovalJudge:
+    """Whether a policy approves a stored facts document automatically, for many documents at a time.
+
+    The answer is the one `decide` gives, but cheaper: it depends only on the result of each
+    comparison, and a comparison only on its fact's value. So each fact's value (its JSON text) is
+    reduced once to a class, a number standing for the tuple of its comparisons' results, and the
+    decision is memoized on the tuple of classes: the thousands of distinct customers or amounts fall
+    into a handful of classes. Only rules up to the last automatic one are read: the later rules and
+    the default all queue.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        last = max((i for i, r in enumerate(policy.rules) if r.outcome.decision in AUTOMATIC), default=-1)
+        self.policy = Policy(rules=policy.rules[: last + 1], default=policy.default, lists=policy.lists)
+        by_fact: dict[str, list[Comparison]] = {}
+        for rule in self.policy.rules:
+            _collect_comparisons(rule.condition, by_fact)
+        self.facts = tuple(sorted(by_fact))
+        self._comparisons = [tuple(by_fact[name]) for name in self.facts]
+        self._classes: list[dict[bytes, int]] = [{} for _ in self.facts]  # per fact: value's JSON -> class
+        self._results: list[dict[tuple[bool | None, ...], int]] = [{} for _ in self.facts]  # results -> class
+        self._decisions: dict[tuple[int, ...], bool] = {}
+        # Only the facts read, each as the raw JSON text of its value (a missing fact reads as null).
+        read = msgspec.defstruct("ReadFacts", [(name, msgspec.Raw, msgspec.Raw(b"null")) for name in self.facts])
+        self._decode = msgspec.json.Decoder(read).decode
+        self._values = _getter(self.facts)
+
+    def automatic(self, document: str) -> bool:
+        try:
+            values = self._decode(document)
+        except msgspec.DecodeError:  # JSON msgspec refuses (NaN, …): decide it the plain way
+            return decide(self.policy, json.loads(document))[0].decision in AUTOMATIC
+        # map() keeps the per-row work in C: it runs 100,000 times per simulation.
+        texts = tuple(map(bytes, self._values(values)))
+        key = tuple(map(dict.get, self._classes, texts))
+        if None in key:  # a value not seen before (a new customer, amount, …)
+            key = tuple(self._class_of(i, text) if found is None else found
+                        for i, (found, text) in enumerate(zip(key, texts)))
+        automatic = self._decisions.get(key)
+        if automatic is None:
+            facts = {name: json.loads(text) for name, text in zip(self.facts, texts)}
+            automatic = self._decisions[key] = decide(self.policy, facts)[0].decision in AUTOMATIC
+        return automatic
+
+    def _class_of(self, index: int, text: bytes) -> int:
+        found = self._classes[index].get(text)
+        if found is None:
+            value = json.loads(text)  # the decoder the whole document is read with elsewhere
+            results = tuple(_compare_or_none(c, value) for c in self._comparisons[index])
+            found = self._classes[index][text] = self._results[index].setdefault(results, len(self._results[index]))
+        return found
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) > 1:
+        return attrgetter(*names)
+    if names:
+        one = attrgetter(names[0])
+        return lambda values: (one(values),)
+    return lambda values: ()
+
+
+def _collect_comparisons(node: Any, out: dict[str, list[Comparison]]) -> None:
+    if isinstance(node, BoolOp):
+        for item in node.items:
+            _collect_comparisons(item, out)
+    elif isinstance(node, Comparison) and not (node.op in ("in", "not in") and not node.value):
+        # Membership in an empty list (the shipped blocked lists) is false whatever the fact's value,
+        # even a missing one (and `not in` true): such a comparison needs no fact read.
+        out.setdefault(node.fact, []).append(node)
+
+
+def _compare_or_none(c: Comparison, actual: Any) -> bool | None:
+    # A value a comparison cannot read (text where a number belongs) gets its own class, None:
+    # decide() then meets the same error, or never reaches that comparison, exactly as before.
+    try:
+        return _compare(c, actual)
+    except (ArithmeticError, TypeError, ValueError):
+        return None
 
 
 def _holds_fast(node: Any, facts: dict[str, Any]) -> bool:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, Row, Select, Text, cast, func, select, type_coerce, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -129,57 +134,102 @@ class PolicyService:
             raise InvalidInput.on("text", f"unknown queue(s): {', '.join(unknown)}; create them first")
 
     async def simulate(self, text: str, start: datetime, end: datetime, *, max_listed: int = 200) -> dict[str, Any]:
-        """Replay a draft over the stored facts of past requests and compare with what happened."""
+        """Replay a draft over the stored facts of past requests and compare with what happened.
+
+        Disagreements are listed by ticket id, the first `max_listed`."""
         policy = parse_or_422(text)
-        human = (
-            select(TimelineEvent.ticket_id, func.min(TimelineEvent.id).label("first_id"))
-            .where(TimelineEvent.action.in_(("approve", "reject")))
-            .group_by(TimelineEvent.ticket_id)
-            .subquery()
-        )
-        human_action = (
-            select(TimelineEvent.ticket_id, TimelineEvent.action)
-            .join(human, human.c.first_id == TimelineEvent.id)
-            .subquery()
-        )
-        query = (
-            select(TicketDecision.ticket_id, TicketDecision.facts, TicketDecision.decision, Ticket.number,
-                   Ticket.requested_amount, human_action.c.action)
-            .join(Ticket, Ticket.id == TicketDecision.ticket_id)
-            .outerjoin(human_action, human_action.c.ticket_id == TicketDecision.ticket_id)
-            .where(Ticket.requested_at >= start, Ticket.requested_at < end)
-        )
-        totals = {"tickets": 0, "auto_approved": 0, "auto_approved_amount": Decimal("0"), "currently_auto_approved": 0,
-                  "changed": 0, "human_decided": 0, "agree": 0}
-        disagreements: list[dict[str, Any]] = []
-        result = await self.session.stream(query.execution_options(yield_per=2000))
-        async for ticket_id, facts, old_decision, number, amount, human_choice in result:
-            totals["tickets"] += 1
-            outcome, _ = rules.decide(policy, facts)  # the full trace only for the disagreements listed
-            automatic = outcome.decision in ("approve", "fast_refund")
+        judge = rules.AutoApprovalJudge(policy)
+        tally = _Tally(max_listed)
+        conn = await self.session.connection()
+        if conn.dialect.name == "postgresql":
+            # The per-ticket subquery makes the plan look costly enough for JIT compilation, which
+            # costs more (≈ 0.6 s) than it saves on this index-driven plan.
+            await conn.execute(sql_text("SET LOCAL jit = off"))
+        result = await conn.stream(simulation_query(start, end).execution_options(yield_per=SIMULATION_BATCH))
+        async for rows in result.partitions():
+            tally.add(rows, judge)
+        return tally.summary(policy)
+
+
+SIMULATION_BATCH = 5000
+
+
+def simulation_query(start: datetime, end: datetime) -> Select[Any]:
+    """The period's tickets with their stored facts (as text), old decision and first human decision.
+
+    Every lookup is by the period's own tickets (the range on ix_tickets_requested_id, then primary
+    keys, then ix_ticket_events_ticket_at), so the cost follows the period, not the whole history."""
+    first_human = (
+        select(TimelineEvent.action)
+        .where(TimelineEvent.ticket_id == Ticket.id, TimelineEvent.action.in_(("approve", "reject")))
+        .order_by(TimelineEvent.id)
+        .limit(1)
+        .correlate(Ticket)
+        .scalar_subquery()
+    )
+    return (
+        select(Ticket.id, cast(TicketDecision.facts, Text), TicketDecision.decision, Ticket.number,
+               type_coerce(Ticket.requested_amount, BigInteger), first_human)  # fen: no Decimal per row
+        .join(TicketDecision, TicketDecision.ticket_id == Ticket.id)
+        .where(Ticket.requested_at >= start, Ticket.requested_at < end)
+    )
+
+
+class _Tally:
+    """The simulation's counts, plus the disagreements with the smallest ticket ids."""
+
+    def __init__(self, max_listed: int) -> None:
+        self.max_listed = max_listed
+        # (draft approves, approved at the time, first human decision) -> tickets
+        self.counts: Counter[tuple[bool, bool, str | None]] = Counter()
+        self.auto_approved_fen = 0
+        # A heap on -ticket_id: its top is the listed disagreement with the largest ticket id.
+        self._listed: list[tuple[int, str, str, int, str]] = []
+
+    def add(self, rows: Sequence[Row[Any]], judge: rules.AutoApprovalJudge) -> None:
+        """Rows of simulation_query (this runs for every ticket of the period: keep it lean)."""
+        counts, automatic_of = self.counts, judge.automatic
+        for ticket_id, document, old_decision, number, fen, human_choice in rows:
+            automatic = automatic_of(document)
+            counts[automatic, old_decision in rules.AUTOMATIC, human_choice] += 1
             if automatic:
-                totals["auto_approved"] += 1
-                totals["auto_approved_amount"] += amount
-            if old_decision in ("approve", "fast_refund"):
-                totals["currently_auto_approved"] += 1
-            if automatic != (old_decision in ("approve", "fast_refund")):
-                totals["changed"] += 1
-            if human_choice is None:
-                continue
-            totals["human_decided"] += 1
-            agrees = automatic == (human_choice == "approve")
-            if agrees:
-                totals["agree"] += 1
-            elif len(disagreements) < max_listed:
-                decision = rules.evaluate(policy, facts)
-                disagreements.append({
-                    "ticket_id": ticket_id, "number": number, "amount": str(amount), "draft": decision.outcome.to_dict(),
-                    "rule": decision.rule, "agent_decision": human_choice, "explanation": decision.explain(),
-                })
-        decided = totals["human_decided"]
+                self.auto_approved_fen += fen
+            if human_choice is not None and automatic != (human_choice == "approve"):
+                self._offer((-ticket_id, number, document, fen, human_choice))
+
+    def _offer(self, entry: tuple[int, str, str, int, str]) -> None:
+        if len(self._listed) < self.max_listed:
+            heapq.heappush(self._listed, entry)
+        elif self._listed and entry > self._listed[0]:  # a smaller ticket id than the largest listed
+            heapq.heapreplace(self._listed, entry)
+
+    def summary(self, policy: rules.Policy) -> dict[str, Any]:
+        def count(test: Callable[[bool, bool, str | None], bool]) -> int:
+            return sum(n for key, n in self.counts.items() if test(*key))
+
+        decided = count(lambda auto, was, human: human is not None)
+        agree = count(lambda auto, was, human: human is not None and auto == (human == "approve"))
+        auto_approved = count(lambda auto, was, human: auto)
+        # Two-decimal amounts add up to the fen total scaled by 10⁻² ("0" when nothing is approved).
+        amount = Decimal(self.auto_approved_fen).scaleb(-2) if auto_approved else Decimal("0")
         return {
-            **totals,
-            "auto_approved_amount": str(totals["auto_approved_amount"]),
-            "agreement_rate": round(totals["agree"] / decided, 4) if decided else None,
-            "disagreements": disagreements,
+            "tickets": sum(self.counts.values()),
+            "auto_approved": auto_approved,
+            "auto_approved_amount": str(amount),
+            "currently_auto_approved": count(lambda auto, was, human: was),
+            "changed": count(lambda auto, was, human: auto != was),
+            "human_decided": decided,
+            "agree": agree,
+            "agreement_rate": round(agree / decided, 4) if decided else None,
+            "disagreements": [_disagreement(policy, entry) for entry in sorted(self._listed, reverse=True)],
         }
+
+
+def _disagreement(policy: rules.Policy, entry: tuple[int, str, str, int, str]) -> dict[str, Any]:
+    negative_id, number, document, fen, human_choice = entry
+    decision = rules.evaluate(policy, json.loads(document))  # the full trace only for the few listed
+    return {
+        "ticket_id": -negative_id, "number": number, "amount": str(Decimal(fen).scaleb(-2)),
+        "draft": decision.outcome.to_dict(), "rule": decision.rule, "agent_decision": human_choice,
+        "explanation": decision.explain(),
+    }
