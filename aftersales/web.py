@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,13 @@ async def provide_db_session(state: State, request: Request[Any, Any, Any]) -> A
         async with state.read_sessionmaker() as session:
             yield session
         return
+    async with write_session(state) as session:
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def write_session(state: State) -> AsyncIterator[AsyncSession]:
+    """A writer session behind the process's write gate; for handlers that choose their session."""
     async with state.write_gate, state.sessionmaker() as session:
         yield session
 

@@ -20,6 +20,7 @@ from jinja2_fragments.litestar import HTMXBlockTemplate
 
 from aftersales.pages import base_context, PAGE_ERRORS, page_auth_error, render, is_htmx
 from aftersales.settings import Settings
+from aftersales.web import write_session
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.policy_api import SUPERVISE, QueueIn, _queues_out, save_queue
 from aftersales.tickets.policy_service import PolicyService
@@ -37,43 +38,17 @@ class PolicyPages(Controller):
         return render(request, "policy/policy.html", await _policy_context(db_session, clock, settings), blocks=("policy_editor", "policy_versions"))
 
     @post("/policy")
-    async def policy_action(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template | Redirect:
+    async def policy_action(self, request: Request[Any, Any, Any], clock: Clock, settings: Settings) -> Template | Redirect:
         """One form, three buttons: check & simulate the draft, save it, or publish a saved draft."""
         form = await request.form()
-        text = str(form.get("text", ""))
-        note = str(form.get("note", ""))
-        intent = str(form.get("intent", "simulate"))
-        service = PolicyService(db_session, clock)
-        outcome: dict[str, Any] = {"error": None, "notice": None, "simulation": None}
-        status_code = 200
-        try:
-            if intent == "publish":
-                await service.publish(int(str(form.get("version", "0"))), current_principal(request).actor)
-                await db_session.commit()
-                return Redirect("/policy", status_code=303)
-            if intent == "save":
-                row = await service.save_draft(text, note, current_principal(request).actor)
-                await db_session.commit()
-                outcome["notice"] = i18n.gettext("Saved as draft version %(v)s. Simulate it, then publish.", v=row.version)
-            else:
-                defaults = await _policy_context(db_session, clock, settings)
-                start = _day(str(form.get("start") or defaults["start"]), settings, "start")
-                end = _day(str(form.get("end") or defaults["end"]), settings, "end", next_day=True)
-                outcome["simulation"] = await service.simulate(text, start, end, max_listed=50)
-        except DomainError as exc:
-            await db_session.rollback()
-            outcome["error"], status_code = exc.detail, exc.status_code
-        # Built after any rollback, so nothing in it is an expired (lazy-loading) object.
-        context = {**await _policy_context(db_session, clock, settings, text=text, note=note), **outcome}
-        context["start"] = str(form.get("start") or context["start"])
-        context["end"] = str(form.get("end") or context["end"])
-        if intent == "save" and is_htmx(request):
-            # The versions list changed too: it rides along as an out-of-band swap.
-            context["versions_oob"] = True
-            return HTMXBlockTemplate(template_name="policy/policy.html", context={**base_context(request), **context},
-                                     block_names=["policy_editor", "policy_versions"], status_code=status_code,
-                                     headers={"Vary": "HX-Request, HX-Target"})
-        return render(request, "policy/policy.html", context, blocks=("policy_editor",), status_code=status_code)
+        state = request.app.state
+        if str(form.get("intent", "simulate")) in ("publish", "save"):
+            async with write_session(state) as db_session:
+                return await _policy_action(request, form, db_session, clock, settings)
+        # Simulating only reads, for seconds over a long period: on SQLite a read session keeps the
+        # write lock and the process's write gate free meanwhile.
+        async with state.read_sessionmaker() as db_session:
+            return await _policy_action(request, form, db_session, clock, settings)
 
     @get("/queues")
     async def queues(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template:
@@ -171,3 +146,42 @@ def _int(value: Any, field: str) -> int:
         return int(str(value))
     except ValueError as exc:
         raise InvalidInput.on(field, "must be a whole number") from exc
+
+
+async def _policy_action(request: Request[Any, Any, Any], form: Any, db_session: AsyncSession, clock: Clock,
+                         settings: Settings) -> Template | Redirect:
+    """The /policy form's work on the session its intent needs."""
+    text = str(form.get("text", ""))
+    note = str(form.get("note", ""))
+    intent = str(form.get("intent", "simulate"))
+    service = PolicyService(db_session, clock)
+    outcome: dict[str, Any] = {"error": None, "notice": None, "simulation": None}
+    status_code = 200
+    try:
+        if intent == "publish":
+            await service.publish(int(str(form.get("version", "0"))), current_principal(request).actor)
+            await db_session.commit()
+            return Redirect("/policy", status_code=303)
+        if intent == "save":
+            row = await service.save_draft(text, note, current_principal(request).actor)
+            await db_session.commit()
+            outcome["notice"] = i18n.gettext("Saved as draft version %(v)s. Simulate it, then publish.", v=row.version)
+        else:
+            defaults = await _policy_context(db_session, clock, settings)
+            start = _day(str(form.get("start") or defaults["start"]), settings, "start")
+            end = _day(str(form.get("end") or defaults["end"]), settings, "end", next_day=True)
+            outcome["simulation"] = await service.simulate(text, start, end, max_listed=50)
+    except DomainError as exc:
+        await db_session.rollback()
+        outcome["error"], status_code = exc.detail, exc.status_code
+    # Built after any rollback, so nothing in it is an expired (lazy-loading) object.
+    context = {**await _policy_context(db_session, clock, settings, text=text, note=note), **outcome}
+    context["start"] = str(form.get("start") or context["start"])
+    context["end"] = str(form.get("end") or context["end"])
+    if intent == "save" and is_htmx(request):
+        # The versions list changed too: it rides along as an out-of-band swap.
+        context["versions_oob"] = True
+        return HTMXBlockTemplate(template_name="policy/policy.html", context={**base_context(request), **context},
+                                 block_names=["policy_editor", "policy_versions"], status_code=status_code,
+                                 headers={"Vary": "HX-Request, HX-Target"})
+    return render(request, "policy/policy.html", context, blocks=("policy_editor",), status_code=status_code)
