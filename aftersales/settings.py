@@ -31,6 +31,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # embedded SQLite default; with PostgreSQL run `aftersales worker` processes instead.
     run_worker: str = "auto"
     worker_interval_seconds: float = 15.0
+    # SLA board and report figures are served from a per-process cache for this long (the board page
+    # polls itself every 30 s per open browser); each answer says when its figures were read. 0 disables.
+    sla_report_cache_seconds: float = 15.0
     sql_echo: bool = False
 
     @classmethod

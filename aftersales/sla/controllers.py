@@ -1,14 +1,23 @@
-"""SLA API: the closure report (JSON and CSV), the board's figures, and one ticket's clock audit."""
+"""SLA API: the closure report (JSON and CSV), the board's figures, and one ticket's clock audit.
+
+Board and report figures are read-mostly and costly to read (a pass over the open tickets, the
+period's closures); they are served from a short-lived in-process cache (`FiguresCache`), shared
+with the pages. Each answer carries `generated_at`, when its figures were read.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import msgspec
 from litestar import Controller, Response, get
+from litestar.datastructures import State
 from litestar.params import QueryParameter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +26,7 @@ from aftersales.auth.guards import READ_TICKETS, requires
 from aftersales.clock import Clock, ensure_utc
 from aftersales.errors import InvalidInput, NotFound
 from aftersales.feedback.taxonomy import PARENTS
-from aftersales.i18n import gettext
+from aftersales.i18n import get_locale, gettext
 from aftersales.settings import Settings
 from aftersales.sla import reports
 from aftersales.sla.models import SlaEvent
@@ -80,6 +89,87 @@ def parse_filters(queue: str | None, kind: str | None, reason: str | None, sessi
     return reports.BoardFilters(queue=queue or None, kind=kind or None, reason=reason or None, session=session_id)
 
 
+# -- the figures cache ----------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class FiguresCache:
+    """Figures per key for `lifetime` seconds of the app's clock, at most `size` keys.
+
+    A missing or expired entry is read by one request while the others asking for the same key wait
+    for it: when an entry expires under load the database does the work once, not once per waiting
+    request. A lifetime of 0 (or less) reads every time."""
+
+    def __init__(self, lifetime: float, size: int = 256) -> None:
+        self.lifetime = timedelta(seconds=lifetime)
+        self.size = size
+        self._entries: dict[Hashable, tuple[datetime, Any]] = {}
+        self._locks: dict[Hashable, asyncio.Lock] = {}
+
+    async def get(self, key: Hashable, clock: Clock, read: Callable[[datetime], Awaitable[T]]) -> T:
+        """The entry under `key`, or `read(now)` stored under it."""
+        if self.lifetime <= timedelta(0):
+            return await read(clock.now())
+        found = self._fresh(key, clock.now())
+        if found is not None:
+            return found
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                found = self._fresh(key, clock.now())  # read by the request we waited for
+                if found is None:
+                    now = clock.now()
+                    found = await read(now)
+                    self._store(key, now, found)
+        finally:
+            if self._locks.get(key) is lock and not lock.locked():
+                del self._locks[key]
+        return found
+
+    def _fresh(self, key: Hashable, now: datetime) -> Any:
+        entry = self._entries.get(key)
+        # A clock set back (tests move time) makes an entry from the "future" stale as well.
+        if entry is None or not timedelta(0) <= now - entry[0] < self.lifetime:
+            return None
+        return entry[1]
+
+    def _store(self, key: Hashable, now: datetime, value: Any) -> None:
+        # Expired entries go at once (a rendered board is tens of kB), then the oldest beyond `size`.
+        for old in [k for k, (at, _) in self._entries.items() if not timedelta(0) <= now - at < self.lifetime]:
+            del self._entries[old]
+        self._entries.pop(key, None)
+        self._entries[key] = (now, value)
+        while len(self._entries) > self.size:
+            del self._entries[next(iter(self._entries))]
+
+
+def figures_cache(state: State) -> FiguresCache:
+    """The app's cache, made on first use with the lifetime from the settings."""
+    cache = state.get("sla_figures")
+    if cache is None:
+        cache = state.sla_figures = FiguresCache(state.settings.sla_report_cache_seconds)
+    return cache
+
+
+def _key(kind: str, filters: reports.BoardFilters, *rest: Any) -> Hashable:
+    # Figures are the same for every role allowed to read them, but labels come in the reader's language.
+    return (kind, msgspec.structs.astuple(filters), get_locale(), *rest)
+
+
+async def cached_board(state: State, db_session: AsyncSession, clock: Clock, zone: ZoneInfo,
+                       filters: reports.BoardFilters) -> reports.Board:
+    return await figures_cache(state).get(
+        _key("board", filters), clock, lambda now: reports.board(db_session, now, filters, zone=zone))
+
+
+async def cached_report(state: State, db_session: AsyncSession, clock: Clock, period: tuple[datetime, datetime],
+                        group: str, filters: reports.BoardFilters) -> reports.ClosureReport:
+    return await figures_cache(state).get(
+        _key("report", filters, *period, group), clock,
+        lambda now: reports.closure_report(db_session, *period, group, filters, now=now))
+
+
 # -- CSV ---------------------------------------------------------------------------------------------
 
 
@@ -124,37 +214,41 @@ class SlaController(Controller):
 
     @get("/reports/sla", guards=[requires(*READ_REPORTS)])
     async def report(
-        self, db_session: AsyncSession, clock: Clock, settings: Settings,
+        self, state: State, db_session: AsyncSession, clock: Clock, settings: Settings,
         start: str | None = QueryParameter(name="from", default=None), end: str | None = QueryParameter(name="to", default=None),
         group: str | None = None, queue: str | None = None, kind: str | None = None, reason: str | None = None,
         session: str | None = None,
     ) -> reports.ClosureReport:
         """Tickets closed in [from, to) per group (none, queue, agent, kind, reason, category, session,
         host): closed, closed within target, rate, median / p90 resolution and first-response seconds
-        (merchant time), breaches. `from` / `to` take a local day (both inclusive) or an instant."""
+        (merchant time), breaches. `from` / `to` take a local day (both inclusive) or an instant.
+        `generated_at` says when the figures were read: they may be up to the cache lifetime old
+        (AFTERSALES_SLA_REPORT_CACHE_SECONDS, 15 s by default)."""
         period = parse_period(start, end, settings.zone, clock.now())
-        return await reports.closure_report(db_session, *period, parse_group(group), parse_filters(queue, kind, reason, session))
+        return await cached_report(state, db_session, clock, period, parse_group(group), parse_filters(queue, kind, reason, session))
 
     @get("/reports/sla.csv", guards=[requires(*READ_REPORTS)], media_type="text/csv")
     async def report_as_csv(
-        self, db_session: AsyncSession, clock: Clock, settings: Settings,
+        self, state: State, db_session: AsyncSession, clock: Clock, settings: Settings,
         start: str | None = QueryParameter(name="from", default=None), end: str | None = QueryParameter(name="to", default=None),
         group: str | None = None, queue: str | None = None, kind: str | None = None, reason: str | None = None,
         session: str | None = None,
     ) -> Response[bytes]:
         """The same report as CSV (UTF-8 with BOM, hours), one row per group and a total row."""
         period = parse_period(start, end, settings.zone, clock.now())
-        report = await reports.closure_report(db_session, *period, parse_group(group), parse_filters(queue, kind, reason, session))
+        report = await cached_report(state, db_session, clock, period, parse_group(group), parse_filters(queue, kind, reason, session))
         return csv_response(report, settings.zone)
 
     @get("/sla/board", guards=[requires(*READ_REPORTS)])
     async def board(
-        self, db_session: AsyncSession, clock: Clock, settings: Settings,
+        self, state: State, db_session: AsyncSession, clock: Clock, settings: Settings,
         queue: str | None = None, kind: str | None = None, reason: str | None = None, session: str | None = None,
     ) -> reports.Board:
         """What the SLA board shows: open tickets by time left, at-risk list, first-response
-        compliance, load per agent and queue, 48-hour closure rates and the 30-day trend."""
-        return await reports.board(db_session, clock.now(), parse_filters(queue, kind, reason, session), zone=settings.zone)
+        compliance, load per agent and queue, 48-hour closure rates and the 30-day trend.
+        `generated_at` (= `now`) says when the figures were read: they may be up to the cache
+        lifetime old (AFTERSALES_SLA_REPORT_CACHE_SECONDS, 15 s by default)."""
+        return await cached_board(state, db_session, clock, settings.zone, parse_filters(queue, kind, reason, session))
 
     @get("/tickets/{ticket_id:int}/sla", guards=[requires(*READ_TICKETS)])
     async def ticket_sla(self, ticket_id: int, db_session: AsyncSession, clock: Clock) -> dict[str, Any]:
@@ -175,6 +269,7 @@ class SlaController(Controller):
             "resolution_running": ticket.sla_running_since is not None,
             "resolution_due_at": ticket.sla_due_at,
             "resolution_met": ticket.resolution_met,
+            "resolution_breached": ticket.resolution_breached,
             "resolution_seconds": ticket.resolution_seconds,
             "first_response_due_at": ticket.first_response_due_at,
             "first_response_seconds": ticket.first_response_seconds,
@@ -183,7 +278,7 @@ class SlaController(Controller):
             "next_alert_at": ticket.sla_next_alert_at,
         }
         differences = [
-            key for key in ("resolution_elapsed", "resolution_running", "resolution_due_at", "resolution_met")
+            key for key in ("resolution_elapsed", "resolution_running", "resolution_due_at", "resolution_met", "resolution_breached")
             if not _same(stored[key], recomputed[key])
         ]
         if ticket.first_response_met is not None and not _same(ticket.first_response_met, recomputed["first_response_met"]):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from html import escape as html_escape
 from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.response import Template
+from litestar.utils.scope.state import ScopeState
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales import i18n
@@ -16,16 +19,18 @@ from aftersales.auth.guards import requires
 from aftersales.clock import Clock
 from aftersales.errors import InvalidInput
 from aftersales.feedback.taxonomy import PARENTS
-from aftersales.pages import PAGE_ERRORS, page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, is_htmx, page_auth_error, render
 from aftersales.settings import Settings
 from aftersales.sla import reports
 from aftersales.sla.charts import closure_trend
-from aftersales.sla.controllers import csv_response, parse_filters, parse_group, parse_period
+from aftersales.sla.controllers import cached_board, cached_report, csv_response, figures_cache, parse_filters, parse_group, parse_period
 from aftersales.tickets.pages import queue_names
 from aftersales.tickets.workflow import KINDS
 
 SUPERVISE = ("supervisor", "admin")
 BOARD_BLOCKS = ("sla_board",)
+# Stands for the reader's own CSRF field in the shared, cached board HTML.
+CSRF_SLOT = "<!--sla-csrf-input-->"
 REPORT_BLOCKS = ("sla_report",)
 FILTER_KEYS = ("queue", "kind", "reason", "session")
 
@@ -60,7 +65,10 @@ class SlaPages(Controller):
     @get("/sla")
     async def board(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template:
         """Open tickets by time left, at risk, first responses, load and the 48-hour closure rate.
-        The `sla_board` block polls itself every 30 s (htmx), keeping the chosen filters."""
+        The `sla_board` block polls itself every 30 s (htmx), keeping the chosen filters.
+
+        Figures, filter choices and both rendered parts come from the figures cache: every supervisor
+        polling the same filters within its lifetime gets the same HTML, with their own CSRF field."""
         params = request.query_params
         chosen = _query(params, FILTER_KEYS)
         error = None
@@ -68,28 +76,18 @@ class SlaPages(Controller):
             filters = parse_filters(chosen.get("queue"), chosen.get("kind"), chosen.get("reason"), chosen.get("session"))
         except InvalidInput as exc:
             error, filters, chosen = exc.detail, reports.BoardFilters(), {}
-        now = clock.now()
-        data = await reports.board(db_session, now, filters, zone=settings.zone)
-        query = urlencode(chosen)
+        cache, locale, query = figures_cache(request.app.state), i18n.get_locale(), urlencode(chosen)
+        data = await cached_board(request.app.state, db_session, clock, settings.zone, filters)
+        choices = await cache.get(("board_choices", locale), clock, lambda now: _board_choices(db_session, now))
+        # Each part is rendered once per cached input (its read time is in the key) and language.
+        panels = await cache.get(("board_panels", locale, query, error, data.generated_at), clock, lambda now: _render(
+            request, "sla/board_panels.html", _panels_context(data, choices, error, query)))
+        polled = is_htmx(request) and request.headers.get("hx-target") in BOARD_BLOCKS  # only the panels are sent
+        heading = "" if polled else await cache.get(("board_filters", locale, query, choices["read_at"]), clock, lambda now: _render(
+            request, "sla/board_filters.html", _filters_context(chosen, choices, query)))
         context = {
-            "board": data,
-            "chosen": chosen,
-            "error": error,
-            "self_url": "/sla" + (f"?{query}" if query else ""),
-            "report_url": "/sla/report" + (f"?{query}" if query else ""),
-            "queue_names": await queue_names(db_session),
-            "kinds": KINDS,
-            "reason_groups": list(PARENTS),
-            "reason_group_label": reason_group_label,
-            "sessions": (await reports.filter_options(db_session, now))["sessions"],
-            "people": await reports.assignable_people(db_session),
-            "chart": closure_trend(data.trend, target=data.target_rate),
-            "percent": percent,
-            "bucket_names": {
-                "breached": i18n.gettext("Breached"), "lt2h": i18n.gettext("Due in < 2 h"), "lt6h": i18n.gettext("Due in < 6 h"),
-                "lt12h": i18n.gettext("Due in < 12 h"), "more": i18n.gettext("Due later"),
-            },
-            "window_names": {"today": i18n.gettext("Today"), "7d": i18n.gettext("Last 7 days"), "30d": i18n.gettext("Last 30 days")},
+            "filters_html": Markup(heading),
+            "board_html": Markup(panels.replace(CSRF_SLOT, _csrf_input(request))),
         }
         return render(request, "sla/board.html", context, blocks=BOARD_BLOCKS)
 
@@ -99,10 +97,10 @@ class SlaPages(Controller):
         chosen = _query(params, ("from", "to", "group", *FILTER_KEYS))
         error, report = None, None
         try:
-            start, end = parse_period(chosen.get("from"), chosen.get("to"), settings.zone, clock.now())
+            period = parse_period(chosen.get("from"), chosen.get("to"), settings.zone, clock.now())
             group = parse_group(chosen.get("group"))
             filters = parse_filters(chosen.get("queue"), chosen.get("kind"), chosen.get("reason"), chosen.get("session"))
-            report = await reports.closure_report(db_session, start, end, group, filters)
+            report = await cached_report(request.app.state, db_session, clock, period, group, filters)
         except InvalidInput as exc:
             error = exc.detail
         zone = settings.zone
@@ -123,10 +121,62 @@ class SlaPages(Controller):
     async def report_csv(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Response[bytes]:
         """The report as the browser's download (the API has the same at /api/v1/reports/sla.csv)."""
         params = request.query_params
-        start, end = parse_period(params.get("from") or None, params.get("to") or None, settings.zone, clock.now())
+        period = parse_period(params.get("from") or None, params.get("to") or None, settings.zone, clock.now())
         filters = parse_filters(params.get("queue"), params.get("kind"), params.get("reason"), params.get("session"))
-        report = await reports.closure_report(db_session, start, end, parse_group(params.get("group") or None), filters)
+        report = await cached_report(request.app.state, db_session, clock, period, parse_group(params.get("group") or None), filters)
         return csv_response(report, settings.zone)
+
+
+async def _render(request: Request[Any, Any, Any], template: str, context: dict[str, Any]) -> str:
+    """A shared part of a page as HTML (the page's own template only places it)."""
+    engine = request.app.template_engine.engine  # type: ignore[union-attr]
+    return str(engine.get_template(template).render(**context))
+
+
+def _panels_context(data: reports.Board, choices: dict[str, Any], error: str | None, query: str) -> dict[str, Any]:
+    return {
+        "board": data,
+        "error": error,
+        "self_url": "/sla" + (f"?{query}" if query else ""),
+        "queue_names": choices["queue_names"],
+        "people": choices["people"],
+        "csrf_input": Markup(CSRF_SLOT),
+        "chart": closure_trend(data.trend, target=data.target_rate),
+        "percent": percent,
+        "bucket_names": {
+            "breached": i18n.gettext("Breached"), "lt2h": i18n.gettext("Due in < 2 h"), "lt6h": i18n.gettext("Due in < 6 h"),
+            "lt12h": i18n.gettext("Due in < 12 h"), "more": i18n.gettext("Due later"),
+        },
+        "window_names": {"today": i18n.gettext("Today"), "7d": i18n.gettext("Last 7 days"), "30d": i18n.gettext("Last 30 days")},
+    }
+
+
+def _filters_context(chosen: dict[str, str], choices: dict[str, Any], query: str) -> dict[str, Any]:
+    return {
+        "chosen": chosen,
+        "report_url": "/sla/report" + (f"?{query}" if query else ""),
+        "queue_names": choices["queue_names"],
+        "sessions": choices["sessions"],
+        "kinds": KINDS,
+        "reason_groups": list(PARENTS),
+        "reason_group_label": reason_group_label,
+    }
+
+
+def _csrf_input(request: Request[Any, Any, Any]) -> str:
+    """The hidden CSRF field exactly as Litestar's template responses make it."""
+    token = ScopeState.from_scope(request.scope).csrf_token or ""
+    return f'<input type="hidden" name="_csrf_token" value="{html_escape(token)}" />'
+
+
+async def _board_choices(db_session: AsyncSession, now: datetime) -> dict[str, Any]:
+    """What the board's filters and reassign controls offer: queues, recent live sessions, people."""
+    return {
+        "read_at": now,
+        "queue_names": await queue_names(db_session),
+        "sessions": (await reports.filter_options(db_session, now))["sessions"],
+        "people": await reports.assignable_people(db_session),
+    }
 
 
 def _last_day(report: reports.ClosureReport, zone: Any) -> str:

@@ -1,8 +1,10 @@
 """SLA figures read from the tickets: the closure report and the supervisors' board.
 
-Each function is one SQL query (the board is a handful of them, one per panel), aggregated in the
-database; only percentiles are taken in Python, over the seconds the query collected per group.
-Works the same on SQLite and PostgreSQL. Labels come out in the reader's language.
+Each panel is one SQL query aggregated in the database, and none of them reads the whole history:
+the board reads the open tickets through the partial indexes of migration 0007 and bounded periods
+through range indexes; the report reads the period's closures. Percentiles are percentile_cont on
+PostgreSQL and taken in Python from one JSON array per group on SQLite. Labels come out in the
+reader's language. Serving these figures from a short-lived cache is the controllers' business.
 """
 
 from __future__ import annotations
@@ -14,20 +16,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from aftersales import i18n
 from aftersales.auth.models import User
-from aftersales.clock import ensure_utc
+from aftersales.clock import SystemClock, ensure_utc
 from aftersales.feedback.taxonomy import reason_label
 from aftersales.labels import label
 from aftersales.orders.models import LiveSession, Order, OrderItem
-from aftersales.sla.models import SlaEvent
-from aftersales.tickets.models import Queue, Ticket, TicketItem
+from aftersales.tickets.models import OPEN_TICKET_SQL, Queue, Ticket, TicketItem
 
 GROUPS = ("none", "queue", "agent", "kind", "reason", "category", "session", "host")
-FINAL = ("closed", "cancelled")
 TARGET_RATE = 0.95
 # Board buckets by time left to the resolution due time: (key, upper bound in hours).
 BUCKETS = (("breached", 0), ("lt2h", 2), ("lt6h", 6), ("lt12h", 12), ("more", None))
@@ -60,6 +62,8 @@ class ClosureReport(msgspec.Struct, kw_only=True):
     target_rate: float
     rows: list[ReportRow]
     total: ReportRow
+    # When the figures were read: a cached report can be up to the cache lifetime old.
+    generated_at: datetime | None = None
 
 
 class BoardFilters(msgspec.Struct, kw_only=True):
@@ -124,7 +128,8 @@ class TrendDay(msgspec.Struct, kw_only=True):
 
 
 class Board(msgspec.Struct, kw_only=True):
-    now: datetime
+    now: datetime  # the moment time left and "overdue" are measured from
+    generated_at: datetime  # when the figures were read (the same moment; a cached board can be older)
     filters: BoardFilters
     open_total: int
     buckets: list[Bucket]
@@ -143,7 +148,11 @@ class Board(msgspec.Struct, kw_only=True):
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Linear interpolation between closest ranks (as PostgreSQL's percentile_cont)."""
-    data = sorted(values)
+    return _ranked(sorted(values), q)
+
+
+def _ranked(data: Sequence[float], q: float) -> float | None:
+    """percentile() of values already in ascending order."""
     if not data:
         return None
     pos = (len(data) - 1) * q
@@ -161,36 +170,76 @@ def day_bounds(first: date, days: int, zone: ZoneInfo) -> list[datetime]:
     return [ensure_utc(datetime.combine(first + timedelta(days=i), time.min, tzinfo=zone)) for i in range(days + 1)]
 
 
-def _seconds_array(session: AsyncSession, column: Any) -> Any:
-    """All values of a column in the group as a JSON array (NULLs dropped in Python)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.json_agg(column)
-    return func.json_group_array(column)
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
-def _numbers(raw: Any) -> list[float]:
-    values = json.loads(raw) if isinstance(raw, str | bytes) else (raw or [])
-    return [float(v) for v in values if v is not None]
+def _sorted_numbers(raw: Any) -> list[float]:
+    """A JSON array of one group's seconds (SQLite json_group_array), NULLs dropped, ascending."""
+    values = json.loads(raw) if isinstance(raw, str | bytes) else list(raw or [])
+    if None in values:
+        values = [v for v in values if v is not None]
+    values.sort()  # numbers as JSON gave them (int or float): no per-value conversion at 50,000 values
+    return values
 
 
 def _count(condition: ColumnElement[bool]) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _is_open() -> ColumnElement[bool]:
-    return Ticket.status.not_in(FINAL)
+class unindexed(FunctionElement[Any]):
+    """The column itself, spelled so that no index on it can serve the condition (`+column` on
+    SQLite, `(column || '')` or `(column + 0)` on PostgreSQL): a filter must not drive the query.
+    Left alone, the planners pick e.g. ix_tickets_kind (every exchange ever, or a bitmap of it) over
+    the partial index of open tickets or the period's range, and the cost grows with the history."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "postgresql")
+def _unindexed_postgresql(element: unindexed, compiler: Any, **kw: Any) -> str:
+    column = str(compiler.process(element.clauses, **kw))
+    return f"({column} || '')" if isinstance(element.type, String) else f"({column} + 0)"
+
+
+# Open tickets, as the partial indexes ix_tickets_open / ix_tickets_open_requested (migration 0007)
+# state it: literal SQL, since bound parameters keep SQLite from matching a partial index.
+IS_OPEN = text(f"{Ticket.__tablename__}.{OPEN_TICKET_SQL}")
 
 
 def apply_filters(query: Select[Any], filters: BoardFilters) -> Select[Any]:
+    """The board's filters, none of them usable as the query's index (see `unindexed`): every query
+    is driven by its open-ticket, period or requested_at condition, whatever the filters."""
     if filters.queue:
-        query = query.where(Ticket.queue == filters.queue)
+        query = query.where(unindexed(Ticket.queue) == filters.queue)
     if filters.kind:
-        query = query.where(Ticket.kind == filters.kind)
+        query = query.where(unindexed(Ticket.kind) == filters.kind)
     if filters.reason:
-        query = query.where(or_(Ticket.reason_code == filters.reason, Ticket.reason_code.like(f"{filters.reason}.%")))
+        code = unindexed(Ticket.reason_code)
+        query = query.where(or_(code == filters.reason, code.like(f"{filters.reason}.%")))
     if filters.session:
-        query = query.where(Ticket.order_id.in_(select(Order.id).where(Order.live_session_id == filters.session)))
+        query = query.where(unindexed(Ticket.order_id).in_(select(Order.id).where(Order.live_session_id == filters.session)))
     return query
+
+
+def _closed_between(query: Select[Any], start: datetime, end: datetime, filters: BoardFilters) -> Select[Any]:
+    """Tickets closed in [start, end), read through ix_tickets_closed_at."""
+    query = query.where(unindexed(Ticket.status) == "closed", Ticket.closed_at >= start, Ticket.closed_at < end)
+    return apply_filters(query, filters)
 
 
 def _queue_label(key: str | None, name_zh: str | None, name_en: str | None) -> str:
@@ -205,9 +254,9 @@ def _queue_label(key: str | None, name_zh: str | None, name_en: str | None) -> s
 
 def _group_columns(group: str) -> tuple[list[Any], list[Any]]:
     """(key column, label column) for the SELECT, and the joins they need."""
-    first_item = (
-        select(TicketItem.ticket_id, func.min(TicketItem.id).label("item_id")).group_by(TicketItem.ticket_id).subquery()
-    )
+    # The ticket's first item, looked up per closed ticket (ix_ticket_items_ticket_id), not aggregated
+    # over every ticket item ever.
+    first_item = select(func.min(TicketItem.id)).where(TicketItem.ticket_id == Ticket.id).correlate(Ticket).scalar_subquery()
     if group == "queue":
         return [Ticket.queue, Queue.name_zh, Queue.name_en], [(Queue, Queue.key == Ticket.queue)]
     if group == "agent":
@@ -218,8 +267,7 @@ def _group_columns(group: str) -> tuple[list[Any], list[Any]]:
         return [Ticket.reason_code], []
     if group == "category":
         return [OrderItem.category], [
-            (first_item, first_item.c.ticket_id == Ticket.id),
-            (TicketItem, TicketItem.id == first_item.c.item_id),
+            (TicketItem, TicketItem.id == first_item),
             (OrderItem, OrderItem.id == TicketItem.order_item_id),
         ]
     if group == "session":
@@ -248,59 +296,102 @@ def _group_label(group: str, values: tuple[Any, ...]) -> tuple[str | None, str]:
     return key, key or i18n.gettext("No live session")  # host
 
 
+def _report_counts() -> list[Any]:
+    """closed, met, breaches, first-response breaches. A breach is a closed ticket over its
+    resolution target: closed late, or its resolution breach warning fired (e.g. before a reopen),
+    which the worker records on the ticket as resolution_breached."""
+    return [
+        func.count(Ticket.id),
+        _count(Ticket.resolution_met.is_(True)),
+        _count(or_(Ticket.resolution_met.is_(False), Ticket.resolution_breached.is_(True))),
+        _count(Ticket.first_response_met.is_(False)),
+    ]
+
+
 async def closure_report(session: AsyncSession, start: datetime, end: datetime, group: str = "none",
-                         filters: BoardFilters | None = None) -> ClosureReport:
+                         filters: BoardFilters | None = None, *, now: datetime | None = None) -> ClosureReport:
     """Tickets closed in [start, end) — cancelled ones are not closures — per group: closed, closed
     within target, rate, median / p90 resolution and first-response merchant time, breaches.
-
-    A breach is a closed ticket over its resolution target: closed late, or a breach warning was
-    recorded on its resolution clock (e.g. before a reopen)."""
+    One query over the period's closures (ix_tickets_closed_at): its cost follows the period, not
+    the history. `now` is when the figures are read (the report's generated_at)."""
     if group not in GROUPS:
         raise ValueError(f"group must be one of {', '.join(GROUPS)}")
     start, end = ensure_utc(start), ensure_utc(end)
+    generated_at = ensure_utc(now) if now is not None else SystemClock().now()
     keys, joins = _group_columns(group)
-    breach_event = exists().where(SlaEvent.ticket_id == Ticket.id, SlaEvent.metric == "resolution", SlaEvent.event == "breach")
-    query = select(
-        *keys,
-        func.count(Ticket.id),
-        _count(Ticket.resolution_met.is_(True)),
-        _count(or_(Ticket.resolution_met.is_(False), breach_event)),
-        _count(Ticket.first_response_met.is_(False)),
-        _seconds_array(session, Ticket.resolution_seconds),
-        _seconds_array(session, Ticket.first_response_seconds),
-    ).select_from(Ticket)
+    query = select(*keys).select_from(Ticket)
     for target, on in joins:
         query = query.outerjoin(target, on)
-    query = query.where(Ticket.status == "closed", Ticket.closed_at >= start, Ticket.closed_at < end)
-    query = apply_filters(query, filters or BoardFilters())
+    query = _closed_between(query, start, end, filters or BoardFilters())
+    if _is_postgresql(session):
+        rows, total = await _report_rows_in_sql(session, query, keys, group)
+    else:
+        rows, total = await _report_rows_in_python(session, query, keys, group)
+    rows.sort(key=lambda r: (-r.closed, r.label))
+    return ClosureReport(start=start, end=end, group=group, target_rate=TARGET_RATE, rows=rows, total=total,
+                         generated_at=generated_at)
+
+
+async def _report_rows_in_sql(session: AsyncSession, query: Select[Any], keys: list[Any],
+                              group: str) -> tuple[list[ReportRow], ReportRow]:
+    """PostgreSQL: percentiles by percentile_cont, the total row by a grouping set in the same query."""
+    seconds = (Ticket.resolution_seconds, Ticket.first_response_seconds)
+    percentiles = [func.percentile_cont(q).within_group(column) for column in seconds for q in (0.5, 0.9)]
+    is_total = func.grouping(keys[0]) if keys else literal(1)
+    query = query.add_columns(is_total, *_report_counts(), *percentiles)
+    if keys:
+        query = query.group_by(func.grouping_sets(tuple_(*keys), tuple_()))
+    rows, total = [], None
+    for row in (await session.execute(query)).all():
+        values = tuple(row[: len(keys)])
+        total_row, closed, met, breaches, fr_breaches, *pcts = row[len(keys):]
+        if total_row:
+            total = _row(None, i18n.gettext("All tickets"), closed, met, breaches, fr_breaches, *pcts)
+        if closed and (not total_row or group == "none"):
+            rows.append(_row(*_group_label(group, values), closed, met, breaches, fr_breaches, *pcts))
+    assert total is not None  # the empty grouping set always answers
+    return rows, total
+
+
+async def _report_rows_in_python(session: AsyncSession, query: Select[Any], keys: list[Any],
+                                 group: str) -> tuple[list[ReportRow], ReportRow]:
+    """SQLite: the seconds of each group come back as one JSON array per group (no percentile
+    function); the total's percentiles come from the same arrays."""
+    arrays = [func.json_group_array(Ticket.resolution_seconds), func.json_group_array(Ticket.first_response_seconds)]
+    query = query.add_columns(*_report_counts(), *arrays)
     if keys:
         query = query.group_by(*keys)
     rows: list[ReportRow] = []
-    all_resolution: list[float] = []
-    all_first: list[float] = []
+    sums, all_resolution, all_first = [0, 0, 0, 0], [], []
     for row in (await session.execute(query)).all():
         values = tuple(row[: len(keys)])
-        closed, met, breaches, fr_breaches, res_raw, fr_raw = row[len(keys):]
-        if not closed:
+        *counts, res_raw, fr_raw = row[len(keys):]
+        if not counts[0]:
             continue  # "none" over an empty period still answers one row of NULLs
-        resolution, first = _numbers(res_raw), _numbers(fr_raw)
+        resolution, first = _sorted_numbers(res_raw), _sorted_numbers(fr_raw)
+        sums = [a + int(b) for a, b in zip(sums, counts)]
         all_resolution += resolution
         all_first += first
-        key, name = _group_label(group, values)
-        rows.append(_row(key, name, int(closed), int(met), int(breaches), int(fr_breaches), resolution, first))
-    rows.sort(key=lambda r: (-r.closed, r.label))
-    total = _row(None, i18n.gettext("All tickets"), sum(r.closed for r in rows), sum(r.met for r in rows),
-                 sum(r.breaches for r in rows), sum(r.first_response_breaches for r in rows), all_resolution, all_first)
-    return ClosureReport(start=start, end=end, group=group, target_rate=TARGET_RATE, rows=rows, total=total)
+        rows.append(_row(*_group_label(group, values), *counts, *_percentiles(resolution), *_percentiles(first)))
+    # Sorting concatenated sorted runs is close to linear (Timsort merges them).
+    total = _row(None, i18n.gettext("All tickets"), *sums, *_percentiles(sorted(all_resolution)), *_percentiles(sorted(all_first)))
+    return rows, total
+
+
+def _percentiles(ascending: list[float]) -> tuple[float | None, float | None]:
+    return _ranked(ascending, 0.5), _ranked(ascending, 0.9)
 
 
 def _row(key: str | None, name: str, closed: int, met: int, breaches: int, fr_breaches: int,
-         resolution: list[float], first: list[float]) -> ReportRow:
+         res_median: float | None, res_p90: float | None, fr_median: float | None, fr_p90: float | None) -> ReportRow:
+    def seconds(value: Any) -> float | None:
+        return None if value is None else float(value)
+
     return ReportRow(
-        key=key, label=name, closed=closed, met=met, rate=rate(met, closed),
-        resolution_median_seconds=percentile(resolution, 0.5), resolution_p90_seconds=percentile(resolution, 0.9),
-        first_response_median_seconds=percentile(first, 0.5), first_response_p90_seconds=percentile(first, 0.9),
-        breaches=breaches, first_response_breaches=fr_breaches,
+        key=key, label=name, closed=int(closed), met=int(met), rate=rate(int(met), int(closed)),
+        resolution_median_seconds=seconds(res_median), resolution_p90_seconds=seconds(res_p90),
+        first_response_median_seconds=seconds(fr_median), first_response_p90_seconds=seconds(fr_p90),
+        breaches=int(breaches), first_response_breaches=int(fr_breaches),
     )
 
 
@@ -309,26 +400,40 @@ def _row(key: str | None, name: str, closed: int, met: int, breaches: int, fr_br
 
 async def board(session: AsyncSession, now: datetime, filters: BoardFilters | None = None, *,
                 zone: ZoneInfo | None = None) -> Board:
+    """Every panel reads either the open tickets (through the partial indexes of migration 0007) or
+    a bounded period (7 days requested, 30 days closed): nothing grows with the whole history."""
     filters = filters or BoardFilters()
     zone = zone or ZoneInfo("Asia/Shanghai")
     now = ensure_utc(now)
-    buckets, paused, open_total = await _buckets(session, now, filters)
+    per_queue = await _open_per_queue(session, now, filters)
     closure, trend = await _closure_windows(session, now, filters, zone)
+    buckets = [Bucket(key=key, count=sum(r.buckets[i] for r in per_queue)) for i, (key, _) in enumerate(BUCKETS)]
     return Board(
-        now=now, filters=filters, open_total=open_total, buckets=buckets, paused=paused,
+        now=now, generated_at=now, filters=filters, open_total=sum(r.load.open for r in per_queue), buckets=buckets,
+        paused=sum(r.paused for r in per_queue),
         at_risk=await _at_risk(session, now, filters),
-        first_response=await _first_response(session, now, filters),
+        first_response=await _first_response(session, now, filters, per_queue),
         agents=await _agent_load(session, now, filters),
-        queues=await _queue_load(session, now, filters),
+        queues=sorted((r.load for r in per_queue), key=lambda x: (-x.open, x.label)),
         closure=closure,
         trend=trend,
     )
 
 
-async def _buckets(session: AsyncSession, now: datetime, filters: BoardFilters) -> tuple[list[Bucket], int, int]:
+class _QueueCounts(msgspec.Struct):
+    """One queue's open tickets: its load row, its tickets per bucket, paused ones, and first
+    responses still pending (overdue, within time)."""
+
+    load: Load
+    buckets: list[int]
+    paused: int
+    fr_overdue: int
+    fr_waiting: int
+
+
+def _bucket_columns(now: datetime) -> list[Any]:
     due = Ticket.sla_due_at
-    columns = [func.count(Ticket.id), _count(due.is_(None))]
-    lower: datetime | None = None
+    columns, lower = [], None
     for _, hours in BUCKETS:
         upper = now + timedelta(hours=hours) if hours is not None else None
         conditions = [due.is_not(None)]
@@ -338,10 +443,28 @@ async def _buckets(session: AsyncSession, now: datetime, filters: BoardFilters) 
             conditions.append(due < upper)
         columns.append(_count(and_(*conditions)))
         lower = upper
-    query = apply_filters(select(*columns).where(_is_open()), filters)
-    row = (await session.execute(query)).one()
-    total, paused, *counts = (int(v or 0) for v in row)
-    return [Bucket(key=key, count=n) for (key, _), n in zip(BUCKETS, counts)], paused, total
+    return columns
+
+
+async def _open_per_queue(session: AsyncSession, now: datetime, filters: BoardFilters) -> list[_QueueCounts]:
+    """One pass over the open tickets, per queue: the buckets, the queue load and the pending first
+    responses are all sums of it."""
+    pending = and_(Ticket.first_response_seconds.is_(None), Ticket.first_response_due_at.is_not(None))
+    query = (
+        select(Ticket.queue, Queue.name_zh, Queue.name_en, *_load_columns(now), _count(Ticket.sla_due_at.is_(None)),
+               _count(and_(pending, Ticket.first_response_due_at < now)),
+               _count(and_(pending, Ticket.first_response_due_at >= now)), *_bucket_columns(now))
+        .outerjoin(Queue, Queue.key == Ticket.queue)
+        .where(IS_OPEN)
+        .group_by(Ticket.queue, Queue.name_zh, Queue.name_en)
+    )
+    out = []
+    for row in (await session.execute(apply_filters(query, filters))).all():
+        key, zh, en, n, breached, at_risk, paused, overdue, waiting, *buckets = row
+        load = Load(key=key, label=_queue_label(key, zh, en), open=int(n), breached=int(breached), at_risk=int(at_risk))
+        out.append(_QueueCounts(load=load, buckets=[int(b) for b in buckets], paused=int(paused),
+                                fr_overdue=int(overdue), fr_waiting=int(waiting)))
+    return out
 
 
 async def _at_risk(session: AsyncSession, now: datetime, filters: BoardFilters) -> list[AtRiskTicket]:
@@ -349,7 +472,7 @@ async def _at_risk(session: AsyncSession, now: datetime, filters: BoardFilters) 
         select(Ticket.id, Ticket.number, Ticket.status, Ticket.kind, Ticket.reason_code, Ticket.queue, Ticket.priority,
                Ticket.assignee_id, User.display_name, Ticket.sla_due_at)
         .outerjoin(User, User.id == Ticket.assignee_id)
-        .where(_is_open(), Ticket.sla_due_at.is_not(None), Ticket.sla_due_at < now + timedelta(hours=AT_RISK_HOURS))
+        .where(IS_OPEN, Ticket.sla_due_at.is_not(None), Ticket.sla_due_at < now + timedelta(hours=AT_RISK_HOURS))
         .order_by(Ticket.sla_due_at, Ticket.id)
         .limit(AT_RISK_LIMIT)
     )
@@ -361,17 +484,17 @@ async def _at_risk(session: AsyncSession, now: datetime, filters: BoardFilters) 
     ]
 
 
-async def _first_response(session: AsyncSession, now: datetime, filters: BoardFilters) -> FirstResponse:
-    recent = Ticket.requested_at >= now - timedelta(days=7)
-    pending = and_(_is_open(), Ticket.first_response_seconds.is_(None), Ticket.first_response_due_at.is_not(None))
+async def _first_response(session: AsyncSession, now: datetime, filters: BoardFilters,
+                          per_queue: list[_QueueCounts]) -> FirstResponse:
+    """Compliance over the tickets requested in the last 7 days (a requested_at range); the pending
+    part (open tickets still without a response) comes from the pass over open tickets."""
     query = select(
-        _count(and_(recent, Ticket.first_response_met.is_not(None))),
-        _count(and_(recent, Ticket.first_response_met.is_(True))),
-        _count(and_(pending, Ticket.first_response_due_at < now)),
-        _count(and_(pending, Ticket.first_response_due_at >= now)),
-    ).where(or_(recent, pending))
-    answered, met, overdue, waiting = (int(v or 0) for v in (await session.execute(apply_filters(query, filters))).one())
-    return FirstResponse(answered=answered, met=met, rate=rate(met, answered), overdue=overdue, waiting=waiting)
+        _count(Ticket.first_response_met.is_not(None)),
+        _count(Ticket.first_response_met.is_(True)),
+    ).where(Ticket.requested_at >= now - timedelta(days=7))
+    answered, met = (int(v or 0) for v in (await session.execute(apply_filters(query, filters))).one())
+    return FirstResponse(answered=answered, met=met, rate=rate(met, answered),
+                         overdue=sum(r.fr_overdue for r in per_queue), waiting=sum(r.fr_waiting for r in per_queue))
 
 
 def _load_columns(now: datetime) -> list[Any]:
@@ -386,30 +509,16 @@ async def _agent_load(session: AsyncSession, now: datetime, filters: BoardFilter
     query = (
         select(Ticket.assignee_id, User.display_name, *_load_columns(now))
         .outerjoin(User, User.id == Ticket.assignee_id)
-        .where(_is_open())
+        .where(IS_OPEN)
         .group_by(Ticket.assignee_id, User.display_name)
     )
     out = []
     for user_id, name, n, breached, at_risk in (await session.execute(apply_filters(query, filters))).all():
-        text = (name or f"#{user_id}") if user_id is not None else i18n.gettext("Unassigned")
-        out.append(Load(key=str(user_id) if user_id is not None else None, label=text, open=int(n),
+        shown = (name or f"#{user_id}") if user_id is not None else i18n.gettext("Unassigned")
+        out.append(Load(key=str(user_id) if user_id is not None else None, label=shown, open=int(n),
                         breached=int(breached), at_risk=int(at_risk)))
     # Unassigned last, then the busiest first.
     return sorted(out, key=lambda x: (x.key is None, -x.open, x.label))
-
-
-async def _queue_load(session: AsyncSession, now: datetime, filters: BoardFilters) -> list[Load]:
-    query = (
-        select(Ticket.queue, Queue.name_zh, Queue.name_en, *_load_columns(now))
-        .outerjoin(Queue, Queue.key == Ticket.queue)
-        .where(_is_open())
-        .group_by(Ticket.queue, Queue.name_zh, Queue.name_en)
-    )
-    out = [
-        Load(key=key, label=_queue_label(key, zh, en), open=int(n), breached=int(b), at_risk=int(r))
-        for key, zh, en, n, b, r in (await session.execute(apply_filters(query, filters))).all()
-    ]
-    return sorted(out, key=lambda x: (-x.open, x.label))
 
 
 async def _closure_windows(session: AsyncSession, now: datetime, filters: BoardFilters,
@@ -419,11 +528,7 @@ async def _closure_windows(session: AsyncSession, now: datetime, filters: BoardF
     today = now.astimezone(zone).date()
     bounds = day_bounds(today - timedelta(days=TREND_DAYS - 1), TREND_DAYS, zone)
     day = case(*[(Ticket.closed_at < bounds[i + 1], literal(i)) for i in range(TREND_DAYS)], else_=literal(-1))
-    inner = apply_filters(
-        select(day.label("day"), Ticket.resolution_met.label("met"))
-        .where(Ticket.status == "closed", Ticket.closed_at >= bounds[0], Ticket.closed_at < bounds[-1]),
-        filters,
-    ).subquery()
+    inner = _closed_between(select(day.label("day"), Ticket.resolution_met.label("met")), bounds[0], bounds[-1], filters).subquery()
     query = select(inner.c.day, func.count(), _count(inner.c.met.is_(True))).group_by(inner.c.day)
     per_day = {int(d): (int(n), int(m)) for d, n, m in (await session.execute(query)).all()}
     trend = []

@@ -176,6 +176,8 @@ class SlaService:
             "resolution_due_at": resolution.due_at(targets.calendar, targets.resolution),
             # Cancelled tickets are neither met nor missed: only a closure is judged.
             "resolution_met": (resolution.elapsed <= targets.resolution) if resolution.stopped and ticket.status == "closed" else None,
+            # Once the breach warning fired, the ticket stays breached (even if reopened and closed again).
+            "resolution_breached": any(metric == "resolution" and ev == "breach" for metric, _, ev in rows),
             "first_response_elapsed": first.elapsed_at(targets.calendar, now),
             "first_response_met": (first.elapsed <= targets.first_response) if first.stopped and ticket.first_response_at else None,
         }

@@ -43,6 +43,7 @@ async def _fire_for_ticket(session: AsyncSession, clock: Clock, ticket_id: int) 
     now = clock.now()
     fired_keys = list(ticket.sla_alerts_fired or [])
     count = 0
+    breached = False
     for metric, fraction in _crossed(ticket, targets, now):
         key = f"{metric}:{fraction}"
         if key in fired_keys:
@@ -59,13 +60,16 @@ async def _fire_for_ticket(session: AsyncSession, clock: Clock, ticket_id: int) 
         if inserted.first() is None:
             continue  # another worker fired it first
         count += 1
+        breached = breached or (metric == "resolution" and event == "breach")
         await _escalate(session, clock, ticket, metric, event, fraction)
     ticket.sla_alerts_fired = fired_keys
-    next_at = next_alert_at(ticket, targets)
-    await session.execute(
-        update(Ticket).where(Ticket.id == ticket.id).values(sla_alerts_fired=fired_keys, sla_next_alert_at=next_at)
-        .execution_options(synchronize_session=False)
-    )
+    values: dict[str, Any] = {"sla_alerts_fired": fired_keys, "sla_next_alert_at": next_alert_at(ticket, targets)}
+    if breached:
+        # The breach stays on the ticket (reports count it without reading sla_events); only the
+        # worker whose breach event landed writes it, in the same transaction as the event.
+        values["resolution_breached"] = True
+        set_committed_value(ticket, "resolution_breached", True)
+    await session.execute(update(Ticket).where(Ticket.id == ticket.id).values(**values).execution_options(synchronize_session=False))
     return count
 
 

@@ -212,6 +212,48 @@ async def test_breach_fires_once_at_100_percent(world, factory, clock):
     assert breaches == [START + FR_DUE[1.0]] * 2
 
 
+async def breach_flags(factory, ids: list[int]) -> dict[int, bool]:
+    async with factory() as session:
+        return dict((await session.execute(select(Ticket.id, Ticket.resolution_breached).where(Ticket.id.in_(ids)))).all())
+
+
+async def replayed_breach_flags(factory, clock, ids: list[int]) -> dict[int, bool]:
+    async with factory() as session:
+        service = sla_service.SlaService(session, clock)
+        return {t: (await service.recompute(t))["resolution_breached"] for t in ids}
+
+
+async def test_the_resolution_breach_is_recorded_on_the_ticket_once(engine, world, factory, clock):
+    """The worker that fires a resolution breach also sets tickets.resolution_breached (reports count
+    breaches from it); at-risk warnings, first-response breaches and a paused clock do not; the
+    replay of sla_events agrees at every step, also after the ticket is closed and reopened."""
+    late, other, paused = await open_tickets(factory, clock, world, 3)
+    ids = [late, other, paused]
+    clock.advance(hours=1)
+    await act(factory, clock, paused, "request_info", world["a1"], note="photo please")  # the customer has the ball
+    moments = sorted([START + due for due in FR_DUE.values()] + [START + due for due in RES_DUE.values()])
+    for moment in moments:
+        clock.set(moment)
+        await race(engine, clock)  # two workers: the flag follows the breach event that lands
+        breached = moment >= START + RES_DUE[1.0]
+        assert await breach_flags(factory, ids) == {late: breached, other: breached, paused: False}, moment
+        assert await replayed_breach_flags(factory, clock, ids) == await breach_flags(factory, ids)
+    async with factory() as session:
+        events = (await session.execute(
+            select(SlaEvent.ticket_id).where(SlaEvent.metric == RES, SlaEvent.event == "breach")
+        )).scalars().all()
+    assert Counter(events) == {late: 1, other: 1}
+
+    # Closed late and reopened: still a breached ticket, and the replay says so too.
+    await act(factory, clock, late, "reject", world["a1"], note="no")
+    await act(factory, clock, late, "close", world["a1"])
+    await act(factory, clock, late, "reopen", world["a1"], note="customer appealed")
+    clock.advance(hours=100)
+    assert await race(engine, clock) == 0
+    assert await breach_flags(factory, ids) == {late: True, other: True, paused: False}
+    assert await replayed_breach_flags(factory, clock, ids) == {late: True, other: True, paused: False}
+
+
 async def test_several_thresholds_crossed_in_one_pass_all_fire(world, factory, clock):
     """Regression: the second warning in one pass used to crash the worker (MissingGreenlet on priority),
     and the crashing ticket, being the earliest due, blocked every later warning."""

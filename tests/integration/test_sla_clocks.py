@@ -136,6 +136,7 @@ async def assert_cache_is_the_log(factory, clock, ticket_id: int) -> dict[str, A
     assert replayed["resolution_running"] == (ticket.sla_running_since is not None)
     assert replayed["resolution_due_at"] == ticket.sla_due_at
     assert replayed["resolution_met"] == ticket.resolution_met
+    assert replayed["resolution_breached"] == ticket.resolution_breached
     if ticket.resolution_seconds is not None:
         assert replayed["resolution_elapsed"] == pytest.approx(ticket.resolution_seconds)
     assert replayed["first_response_met"] == ticket.first_response_met

@@ -16,6 +16,7 @@ import statistics
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select
@@ -36,6 +37,13 @@ from tests.factories import k100_event, order_body, ticket_body
 HOUR = 3600.0
 TARGET = 48 * HOUR
 PERIOD = {"from": START.isoformat(), "to": (START + timedelta(hours=70)).isoformat()}
+
+
+@pytest.fixture()
+def settings(settings):
+    """Every figure read fresh: these tests change tickets between two reads of the board or report
+    (the cache itself is tested in test_sla_cache.py)."""
+    return msgspec.structs.replace(settings, sla_report_cache_seconds=0)
 
 
 @pytest.fixture(autouse=True)
@@ -236,6 +244,10 @@ async def test_report_rate_equals_an_independent_count(client, tokens, history, 
     assert audit["stored"]["resolution_met"] is True
     names = [e["event"] for e in audit["events"] if e["metric"] == "resolution"]
     assert names == ["start", "pause", "resume", "stop"]
+    # The breach the report counts for C is on the ticket, and its replay from sla_events agrees.
+    audit = (await client.get(f"/api/v1/tickets/{ids['C']}/sla", headers=tokens["agent"])).json()
+    assert audit["consistent"], audit["differences"]
+    assert audit["stored"]["resolution_breached"] is audit["recomputed"]["resolution_breached"] is True
 
 
 async def test_grouped_by_queue_and_kind(client, tokens, history, engine):

@@ -15,6 +15,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import select
 
@@ -29,6 +30,13 @@ from tests.web.pages.helpers import fetch_csrf, post_form, sign_in
 
 HTMX_BOARD = {"HX-Request": "true", "HX-Target": "sla_board"}
 H = timedelta(hours=1)
+
+
+@pytest.fixture()
+def settings(settings):
+    """Every figure read fresh: these tests change tickets between two reads of the board or report
+    (the cache itself is tested in test_sla_cache.py)."""
+    return msgspec.structs.replace(settings, sla_report_cache_seconds=0)
 
 
 @pytest.fixture(autouse=True)
