@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from aftersales import i18n
 from aftersales.auth.controllers import AuthController
 from aftersales.auth.guards import resolve_principal
-from aftersales.auth.tokens import TokenCache
+from aftersales.auth.tokens import SessionCache, TokenCache
 from aftersales.clock import Clock, SystemClock
 from aftersales.db import create_engine, create_sessionmaker
 from aftersales.errors import EXCEPTION_HANDLERS, problem
@@ -149,4 +149,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # SQLite's busy handler, whose sleeps (up to 100 ms) leave the lock idle and starve some writers.
     app.state.write_gate = asyncio.Lock() if settings.is_sqlite else contextlib.nullcontext()
     app.state.token_cache = TokenCache()
+    app.state.session_cache = SessionCache()
     return app

@@ -65,6 +65,7 @@ class AuthController(Controller):
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             await AuthService(db_session, clock).sign_out(token)
+            request.app.state.session_cache.forget(token)
         response = Redirect("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -78,6 +79,8 @@ class AuthController(Controller):
         principal = await resolve_principal(request)
         if principal is not None and principal.id is not None:
             await AuthService(db_session, clock).set_locale(principal.id, locale)
+            if token := request.cookies.get(SESSION_COOKIE):
+                request.app.state.session_cache.forget(token)
         cookie = Cookie(key=LANG_COOKIE, value=locale, samesite="lax", path="/", max_age=365 * 86400)
         return Redirect(safe_next(str(form.get("next", ""))), status_code=303, cookies=[cookie])
 

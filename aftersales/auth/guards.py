@@ -10,7 +10,6 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from aftersales.auth.principal import Principal
-from aftersales.auth.service import AuthService, principal_for
 
 SESSION_COOKIE = "as_session"
 
@@ -38,12 +37,11 @@ async def resolve_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> P
         if header.lower().startswith("bearer "):
             principal = await state.token_cache.principal(state.read_sessionmaker, header[7:].strip())
     elif cookie := connection.cookies.get(SESSION_COOKIE):
-        async with state.read_sessionmaker() as session:
-            user = await AuthService(session, state.clock).user_for_session(cookie)
-        if user is not None:
-            principal = principal_for(user)
-            scope_state["display_name"] = user.display_name
-            scope_state["user_locale"] = user.locale
+        signed_in = await state.session_cache.signed_in(state.read_sessionmaker, state.clock, cookie)
+        if signed_in is not None:
+            principal = signed_in.principal
+            scope_state["display_name"] = signed_in.display_name
+            scope_state["user_locale"] = signed_in.locale
     scope_state["principal"] = principal
     return principal
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.auth.models import PERSON_ROLES, TEAMS, LoginAttempt, User, WebSession
 from aftersales.auth.principal import Principal
-from aftersales.auth.tokens import hash_token
+from aftersales.auth.tokens import hash_token, principal_for
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
 
@@ -39,10 +39,6 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
-
-
-def principal_for(user: User) -> Principal:
-    return Principal(kind="user", id=user.id, name=user.username, role=user.role, teams=tuple(user.teams or ()))
 
 
 class AuthService:
@@ -95,14 +91,6 @@ class AuthService:
         by_address = await self.session.scalar(query.where(LoginAttempt.address == address))
         if (by_user or 0) >= MAX_FAILURES or (by_address or 0) >= MAX_FAILURES * 4:
             raise TooManyAttempts("too many failed sign-ins; wait 15 minutes and try again")
-
-    async def user_for_session(self, token: str) -> User | None:
-        query = (
-            select(User)
-            .join(WebSession, WebSession.user_id == User.id)
-            .where(WebSession.token_hash == hash_token(token), WebSession.expires_at > self.clock.now(), User.active.is_(True))
-        )
-        return await self.session.scalar(query)
 
     async def sign_out(self, token: str) -> None:
         await self.session.execute(delete(WebSession).where(WebSession.token_hash == hash_token(token)))
