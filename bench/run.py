@@ -49,6 +49,8 @@ PG_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1/aftersales_bench"
 SECRET = "bench-secret-key-0123456789abcdef-not-for-production"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SIM_TICKETS = 100_000
+# The agent queue scenarios list tickets by SLA due time, most urgent first (issue 7).
+QUEUE_SORT = "sla_due_at"
 
 # Intake bodies: (reason, kind) pairs a platform sends.
 INTAKE_REASONS = [
@@ -296,9 +298,10 @@ async def _samples(url: str, n: int, seed: int) -> dict[str, Any]:
             shipments = [[c, t, a.isoformat(), b.isoformat() if b else None] for c, t, a, b in rows]
             ticket_ids = sorted({rng.randint(1, max_ticket) for _ in range(n)})
             rows = await conn.execute(
-                select(Ticket.id, Ticket.requested_at).where(Ticket.id.in_(ticket_ids), Ticket.queue == "general")
+                select(Ticket.id, Ticket.sla_due_at).where(Ticket.id.in_(ticket_ids), Ticket.queue == "general")
             )
-            history_cursors = [encode_cursor(SimpleNamespace(id=i, requested_at=at)) for i, at in rows]
+            # Positions anywhere in two years of the SLA-due ordering (the cursor names its sort).
+            history_cursors = [encode_cursor(SimpleNamespace(id=i, sla_due_at=at), QUEUE_SORT) for i, at in rows]
             total = await conn.scalar(select(func.count()).select_from(Ticket))
             # Policy simulation: the period holding the newest ~100,000 requests.
             sim_start = await conn.scalar(select(Ticket.requested_at).order_by(Ticket.requested_at.desc(), Ticket.id.desc())
@@ -369,11 +372,11 @@ def scenarios(s: dict[str, Any], tokens: dict[str, str], cookie: str, cursors: l
     agent = {"Authorization": f"Bearer {tokens['agent']}"}
     sup = {"Authorization": f"Bearer {tokens['supervisor']}"}
     page = {"Cookie": cookie}
-    q = "status=pending_review&queue=general"
+    q = f"status=pending_review&queue=general&sort={QUEUE_SORT}"
     first = [f"/api/v1/tickets?{q}"]
     deep_api = first + [f"/api/v1/tickets?{q}&cursor={c}" for c in cursors]
     deep_page = [f"/queue?{q}"] + [f"/queue?{q}&cursor={c}" for c in cursors]
-    history = [f"/api/v1/tickets?status=closed&queue=general&cursor={c}" for c in s["history_cursors"]] or first
+    history = [f"/api/v1/tickets?status=closed&queue=general&sort={QUEUE_SORT}&cursor={c}" for c in s["history_cursors"]] or first
     ids = s["ticket_ids"]
     return [
         {"name": "ceiling", "what": "GET /healthz", "kind": "get", "paths": ["/healthz"], "concurrency": 16},
@@ -383,7 +386,7 @@ def scenarios(s: dict[str, Any], tokens: dict[str, str], cookie: str, cursors: l
          "paths": [f"/tickets/{i}" for i in ids], "concurrency": 16},
         {"name": "queue_api", "what": f"GET /api/v1/tickets?{q} (first + every cursor page)", "kind": "get",
          "headers": agent, "paths": deep_api, "concurrency": 16},
-        {"name": "queue_api_deep", "what": "GET /api/v1/tickets?status=closed&queue=general&cursor=<anywhere in 2 years>",
+        {"name": "queue_api_deep", "what": f"GET /api/v1/tickets?status=closed&queue=general&sort={QUEUE_SORT}&cursor=<anywhere in 2 years>",
          "kind": "get", "headers": agent, "paths": history, "concurrency": 16},
         {"name": "queue_page", "what": f"GET /queue?{q} (HTML, first + every cursor page)", "kind": "get",
          "headers": page, "paths": deep_page, "concurrency": 16},
@@ -597,15 +600,19 @@ async def explain(url: str, agent_id: int | None = None, samples: dict[str, Any]
 
     async with sessionmaker() as session:
         mid = await session.scalar(select(func.max(Ticket.id))) // 2
-        t = (await session.execute(select(Ticket.id, Ticket.requested_at).where(Ticket.id == mid))).one()
+        t = (await session.execute(select(Ticket.id, Ticket.requested_at, Ticket.sla_due_at).where(Ticket.id == mid))).one()
         deep = encode_cursor(SimpleNamespace(id=t[0], requested_at=t[1]))
+        deep_due = encode_cursor(SimpleNamespace(id=t[0], sla_due_at=t[2]), QUEUE_SORT)
         ship = (await session.execute(select(Shipment).where(Shipment.id == mid))).scalar_one()
         carrier, number = ship.carrier, ship.tracking_number
 
-    flt = TicketFilter(statuses=["pending_review"], queues=["general"])
-    await capture("queue listing: status=pending_review & queue=general, newest first, first page",
+    flt = TicketFilter(statuses=["pending_review"], queues=["general"], sort=QUEUE_SORT)
+    await capture("queue listing: status=pending_review & queue=general, sorted by SLA due, first page",
                   lambda s: TicketRepository(s).list_page(flt, limit=50, cursor=None))
-    await capture("queue listing: status=closed & queue=general, keyset page in the middle of history",
+    await capture("queue listing: status=closed & queue=general, sorted by SLA due, keyset page in the middle of history",
+                  lambda s: TicketRepository(s).list_page(TicketFilter(statuses=["closed"], queues=["general"], sort=QUEUE_SORT),
+                                                          limit=50, cursor=deep_due))
+    await capture("queue listing: status=closed & queue=general, newest first, keyset page in the middle of history",
                   lambda s: TicketRepository(s).list_page(TicketFilter(statuses=["closed"], queues=["general"]), limit=50, cursor=deep))
     await capture("queue page default: every open status, newest first",
                   lambda s: TicketRepository(s).list_page(TicketFilter(statuses=OPEN_STATUSES), limit=50, cursor=None))
@@ -709,7 +716,7 @@ def bench_database(url: str, *, db: str, tickets: int, seed: int, reuse: bool, d
             base = f"http://127.0.0.1:{servers[0].port}"
             cookie = sign_in(base, "bench", "bench-pass-1")
             sup_cookie = sign_in(base, *SUPERVISOR)
-            cursors = walk_cursors(base, "/api/v1/tickets?status=pending_review&queue=general&limit=50",
+            cursors = walk_cursors(base, f"/api/v1/tickets?status=pending_review&queue=general&sort={QUEUE_SORT}&limit=50",
                                    {"Authorization": f"Bearer {tokens['agent']}"}, max_pages=400)
             log(f"{db} × {n} instance(s): {len(cursors) + 1} pages in the pending_review/general queue")
             targets = [["127.0.0.1", s.port] for s in servers]

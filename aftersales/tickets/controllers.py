@@ -15,7 +15,7 @@ from aftersales.errors import Forbidden, InvalidInput
 from aftersales.idempotency import fingerprint, run_once
 from aftersales.settings import Settings
 from aftersales.tickets import workflow
-from aftersales.tickets.repository import TicketFilter, TicketRepository
+from aftersales.tickets.repository import DEFAULT_SORT, SORTS, TicketFilter, TicketRepository
 from aftersales.tickets.schemas import ActionIn, TicketDetail, TicketIn, TicketPage, ticket_detail, ticket_summary
 from aftersales.tickets.service import TicketService
 from aftersales.web import encode, idempotency_key, json_response
@@ -46,7 +46,8 @@ class TicketController(Controller):
         service = TicketService(db_session, clock, settings.zone)
 
         async def run() -> tuple[int, bytes]:
-            ticket, created = await service.open_ticket(data, principal)
+            # Only the Idempotency-Key lookup (a read) ran in this session before.
+            ticket, created = await service.open_ticket(data, principal, fresh_session=True)
             chain = await TicketRepository(db_session).load_chain(ticket.id)
             return (201 if created else 200), encode(ticket_detail(chain))
 
@@ -70,15 +71,17 @@ class TicketController(Controller):
         order: str | None = None,
         requested_from: datetime | None = Parameter(query="from", default=None),
         requested_to: datetime | None = Parameter(query="to", default=None),
-        sort: str = "-requested_at",
+        sort: str = DEFAULT_SORT,
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> TicketPage:
-        """Filter tickets; pages are keyset cursors (`next_cursor`), fast at any depth."""
+        """Filter tickets; pages are keyset cursors (`next_cursor`), fast at any depth. `sort` is
+        `-requested_at` (default), `requested_at`, `sla_due_at` or `-sla_due_at` (tickets without an SLA
+        due time last); a cursor only continues the sort it was handed out for."""
         if assignee_id is not None and not 0 < assignee_id < 2**63:
             raise InvalidInput.on("assignee_id", "is not a user id")
-        if sort not in ("-requested_at", "requested_at"):
-            raise InvalidInput.on("sort", "must be requested_at or -requested_at")
+        if sort not in SORTS:
+            raise InvalidInput.on("sort", f"must be one of {', '.join(SORTS)}")
         flt = TicketFilter(
             statuses=_split(status, "status", workflow.STATUSES),
             kinds=_split(kind, "kind", workflow.KINDS),
@@ -89,7 +92,7 @@ class TicketController(Controller):
             order_external_id=order,
             requested_from=ensure_utc(requested_from) if requested_from else None,
             requested_to=ensure_utc(requested_to) if requested_to else None,
-            ascending=sort == "requested_at",
+            sort=sort,
         )
         rows, next_cursor = await TicketRepository(db_session).list_page(flt, limit=limit, cursor=cursor)
         return TicketPage(items=[ticket_summary(t) for t in rows], next_cursor=next_cursor)

@@ -51,5 +51,6 @@ def fill(macro_key: str, data: dict[str, Any]) -> str:
     return gettext(macro.body) % data
 
 
-def macro_options(data: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"key": m.key, "title": gettext(m.title), "body": gettext(m.body) % data} for m in MACROS]
+def macro_options(data: dict[str, Any]) -> list[Macro]:
+    """Every canned reply, translated and filled in, for the reply form's preview."""
+    return [Macro(m.key, gettext(m.title), gettext(m.body) % data) for m in MACROS]

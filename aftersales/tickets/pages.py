@@ -4,31 +4,30 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.response import Redirect, Template
+from markupsafe import Markup
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales import i18n
 from aftersales.auth.guards import WORK_TICKETS, current_principal, requires
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
-from aftersales.feedback.models import FeedbackRecord
-from aftersales.feedback.taxonomy import REASONS
-from aftersales.pages import PAGE_ERRORS, page_auth_error, render, is_htmx
+from aftersales.feedback.taxonomy import REASONS, reason_label
+from aftersales.labels import label
+from aftersales.pages import PAGE_ERRORS, condition_text, duration, is_htmx, render, status_badge
 from aftersales.settings import Settings
 from aftersales.tickets import macros, workflow
-from aftersales.tickets.repository import TicketChain, TicketFilter, TicketRepository
+from aftersales.tickets.assignment import AssignmentService
+from aftersales.tickets.models import Queue
+from aftersales.tickets.repository import DEFAULT_SORT, SORTS, TicketChain, TicketFilter, TicketRepository
 from aftersales.tickets.schemas import ActionIn
 from aftersales.tickets.service import TicketService
-from aftersales.tickets.models import TicketDecision
-from aftersales.auth.models import User
-from aftersales.tickets.assignment import AssignmentService
-from sqlalchemy import select
 
 OPEN_STATUSES = [s for s in workflow.STATUSES if s not in workflow.FINAL_STATUSES and s != "requested"]
 QUEUE_BLOCKS = ("ticket_list",)
@@ -44,27 +43,15 @@ class TicketPages(Controller):
     @get("/queue")
     async def queue(self, request: Request[Any, Any, Any], db_session: AsyncSession, clock: Clock, settings: Settings) -> Template:
         params = request.query_params
-        principal = current_principal(request)
-        statuses = _pick(params.getall("status", []), workflow.STATUSES)
-        flt = TicketFilter(
-            statuses=statuses or OPEN_STATUSES,
-            kinds=_pick(params.getall("kind", []), workflow.KINDS),
-            reason_codes=_pick(params.getall("reason", []), tuple(REASONS)),
-            queues=[q for q in params.getall("queue", []) if q],
-            assignee_id=principal.id if params.get("assignee") == "me" else None,
-            unassigned=params.get("assignee") == "none",
-            requested_from=_day_start(params.get("from"), settings),
-            requested_to=_day_start(params.get("to"), settings, next_day=True),
-            ascending=params.get("sort") == "requested_at",
-        )
+        flt, chosen = _queue_filter(params, current_principal(request), settings)
         cursor = params.get("cursor") or None
-        tickets, next_cursor = await TicketRepository(db_session).list_page(flt, limit=PAGE_SIZE, cursor=cursor)
+        tickets, next_cursor = await TicketRepository(db_session).list_page(flt, limit=PAGE_SIZE, cursor=cursor, queue_names=True)
         kept = [(k, v) for k, v in params.multi_items() if k != "cursor" and v]
         base_query = urlencode(kept)
         context = {
-            "tickets": tickets,
-            "now": clock.now(),
-            "filters": flt if statuses else TicketFilter(kinds=flt.kinds, reason_codes=flt.reason_codes, queues=flt.queues),
+            "rows": queue_rows(tickets, clock.now()),
+            "paused": i18n.gettext("paused"),
+            "filters": flt if chosen else TicketFilter(kinds=flt.kinds, reason_codes=flt.reason_codes, queues=flt.queues),
             "statuses": OPEN_STATUSES + ["closed", "cancelled"],
             "kinds": workflow.KINDS,
             "reasons": list(REASONS),
@@ -72,18 +59,16 @@ class TicketPages(Controller):
             "empty": params.get("empty") == "1",
             "date_from": params.get("from", ""),
             "date_to": params.get("to", ""),
-            "sort": params.get("sort", "-requested_at"),
+            "sort": flt.sort,
             "cursor": cursor,
             "first_url": "/queue" + (f"?{base_query}" if base_query else ""),
             "next_url": f"/queue?{base_query}{'&' if base_query else ''}cursor={next_cursor}" if next_cursor else None,
         }
-        context["queue_names"] = await queue_names(db_session)
         return render(request, "tickets/queue.html", context, blocks=QUEUE_BLOCKS)
 
     @get("/tickets/{ticket_id:int}")
     async def ticket(self, request: Request[Any, Any, Any], ticket_id: int, db_session: AsyncSession, clock: Clock) -> Template:
-        chain = await TicketRepository(db_session).load_chain(ticket_id)
-        context = await _ticket_context(request, db_session, chain, clock)
+        context = await _ticket_context(request, db_session, ticket_id, clock)
         return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS)
 
     @post("/tickets/{ticket_id:int}/actions/{action:str}")
@@ -104,8 +89,7 @@ class TicketPages(Controller):
             error, status_code = _explain(exc), exc.status_code
         if error is None and not is_htmx(request):
             return Redirect(f"/tickets/{ticket_id}", status_code=303)
-        chain = await TicketRepository(db_session).load_chain(ticket_id)
-        context = await _ticket_context(request, db_session, chain, clock)
+        context = await _ticket_context(request, db_session, ticket_id, clock)
         context["error"] = error
         context["notice"] = None if error else i18n.gettext("Done: %(action)s", action=_action_label(action))
         block = "ticket_main" if is_htmx(request) else None
@@ -141,35 +125,31 @@ class AssignmentPages(Controller):
             error, status_code = exc.detail, exc.status_code
         if error is None and not is_htmx(request):
             return Redirect(f"/tickets/{ticket_id}", status_code=303)
-        chain = await TicketRepository(db_session).load_chain(ticket_id)
-        context = await _ticket_context(request, db_session, chain, clock)
+        context = await _ticket_context(request, db_session, ticket_id, clock)
         context["error"] = error
         block = "ticket_main" if is_htmx(request) else None
         return render(request, "tickets/ticket.html", context, blocks=TICKET_BLOCKS, status_code=status_code, block=block)
 
 
-async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSession, chain: TicketChain, clock: Clock) -> dict[str, Any]:
-    t = chain.ticket
+async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSession, ticket_id: int, clock: Clock) -> dict[str, Any]:
+    """Everything the ticket page shows, from one statement (TicketRepository.load_chain)."""
     principal = current_principal(request)
-    order = t.order
+    supervises = principal.role in ("supervisor", "admin")
+    chain = await TicketRepository(db_session).load_chain(ticket_id, page=True, people=supervises)
+    t, doc = chain.ticket, chain.doc
     claimed = chain.ticket_items()
-    history = await TicketRepository(db_session).customer_history(t.customer_id, exclude_id=t.id)
-    decision = await db_session.get(TicketDecision, t.id)
-    assignee = await db_session.get(User, t.assignee_id) if t.assignee_id else None
-    people = list((await db_session.execute(
-        select(User).where(User.role.in_(("agent", "supervisor")), User.active.is_(True)).order_by(User.username)
-    )).scalars()) if principal.role in ("supervisor", "admin") else []
-    actions = workflow.allowed_actions(t.kind, t.status)
+    decision = chain.decision
+    rules = rules_checked(decision.trace) if decision else []
     macro_data = macro_fields(chain)
     return {
         "t": t,
-        "order": order,
+        "order": chain.order,
         "chain": chain.chain(),
         "shipments": chain.shipments,
         "claimed": claimed,
-        "claimed_ids": {oi.id for _, oi in claimed},
-        "history": history,
-        "actions": actions,
+        "claimed_ids": {item.order_item_id for item in claimed},
+        "history": doc.history,
+        "actions": workflow.allowed_actions(t.kind, t.status),
         "can_act": principal.role in WORK_TICKETS,
         "macros": macros.macro_options(macro_data),
         "macro_data": macro_data,
@@ -177,19 +157,33 @@ async def _ticket_context(request: Request[Any, Any, Any], db_session: AsyncSess
         "error": None,
         "notice": None,
         "decision": decision,
-        "queue_names": await queue_names(db_session),
-        "matched_rule": next((r for r in decision.trace if r["matched"]), None) if decision else None,
-        "assignee": assignee,
-        "people": people,
-        "feedback": await db_session.get(FeedbackRecord, t.id),
+        "queue_names": _names(doc.queues),
+        "rules": rules,
+        "matched_rule": next((r for r in rules if r.matched), None),
+        "assignee": doc.assignee,
+        "people": doc.people,
+        "feedback": doc.feedback,
     }
+
+
+class RuleChecked(NamedTuple):
+    rule: str
+    matched: bool
+    conditions: list[tuple[bool, str]]  # (held, the condition in plain words)
+
+
+def rules_checked(trace: list[dict[str, Any]]) -> list[RuleChecked]:
+    """The decision's trace in plain words, worked out once per page rather than per template call."""
+    return [
+        RuleChecked(r["rule"], r["matched"], [(c["held"], condition_text(c)) for c in r["conditions"]])
+        for r in trace
+    ]
 
 
 def macro_fields(chain: TicketChain) -> dict[str, str]:
     """What canned replies fill in; the preview and the sent text both come from here."""
-    t, order = chain.ticket, chain.ticket.order
-    claimed = chain.ticket_items()
-    items = "、".join(f"{oi.product_name} × {ti.quantity}" for ti, oi in claimed)
+    t, order = chain.ticket, chain.order
+    items = "、".join(f"{item.product_name} × {item.quantity}" for item in chain.ticket_items())
     return {
         "customer": order.customer.name or order.customer.external_id,
         "number": t.number,
@@ -218,12 +212,103 @@ async def _action_from_form(db_session: AsyncSession, ticket_id: int, action: st
         raise InvalidInput(str(exc)) from exc
 
 
+_QUEUES = Queue.__table__
+# Built once: constructing a statement per request costs more than this tiny query.
+_QUEUE_NAMES = select(_QUEUES.c.key, _QUEUES.c.name_zh, _QUEUES.c.name_en)
+
+
 async def queue_names(db_session: AsyncSession) -> dict[str, str]:
     """Queue keys to their name in the reader's language."""
-    from aftersales.tickets.models import Queue
+    return _names((await db_session.execute(_QUEUE_NAMES)).all())
 
-    rows = (await db_session.execute(select(Queue.key, Queue.name_zh, Queue.name_en))).all()
-    return {key: (zh if i18n.get_locale() == "zh_CN" else en) for key, zh, en in rows}
+
+def _names(queues: Any) -> dict[str, str]:
+    zh = i18n.get_locale() == "zh_CN"
+    return {q.key: q.name_zh if zh else q.name_en for q in queues}
+
+
+def _queue_filter(params: Any, principal: Any, settings: Settings) -> tuple[TicketFilter, bool]:
+    """The queue page's filter from its query string (unknown values are ignored), and whether
+    statuses were chosen (none means every open status)."""
+    statuses = _pick(params.getall("status", []), workflow.STATUSES)
+    flt = TicketFilter(
+        statuses=statuses or OPEN_STATUSES,
+        kinds=_pick(params.getall("kind", []), workflow.KINDS),
+        reason_codes=_pick(params.getall("reason", []), tuple(REASONS)),
+        queues=[q for q in params.getall("queue", []) if q],
+        assignee_id=principal.id if params.get("assignee") == "me" else None,
+        unassigned=params.get("assignee") == "none",
+        requested_from=_day_start(params.get("from"), settings),
+        requested_to=_day_start(params.get("to"), settings, next_day=True),
+        sort=params.get("sort") if params.get("sort") in SORTS else DEFAULT_SORT,
+    )
+    return flt, bool(statuses)
+
+
+class QueueRow(NamedTuple):
+    """One line of the queue, its labels and durations worked out once in Python: cheaper than
+    calling template globals 10 times per line."""
+
+    id: int
+    number: str
+    badge: Markup
+    kind: str
+    reason: str
+    requested_amount: Decimal
+    requested_at: datetime
+    waiting: str
+    sla: str  # final | paused | overdue | left
+    sla_text: str
+    queue: str
+
+
+class _Labels(dict[str, Any]):
+    """Computes each distinct label once per request."""
+
+    def __init__(self, make: Any) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key: str) -> Any:
+        value = self[key] = self.make(key)
+        return value
+
+
+def queue_rows(tickets: list[Any], now: datetime) -> list[QueueRow]:
+    """From listing rows with queue names (TicketRepository.list_page(queue_names=True))."""
+    locale = i18n.get_locale()
+    zh = locale == "zh_CN"
+    badges, kinds = _Labels(status_badge), _Labels(lambda kind: label("kind", kind))
+    reasons = _Labels(lambda code: reason_label(code, locale))
+    rows = []
+    for t in tickets:
+        final = t.status in workflow.FINAL_STATUSES
+        sla, sla_text = _sla_left(t.sla_due_at, now, final)
+        rows.append(QueueRow(
+            id=t.id, number=t.number, badge=badges[t.status], kind=kinds[t.kind], reason=reasons[t.reason_code],
+            requested_amount=t.requested_amount, requested_at=t.requested_at,
+            waiting="—" if final else duration((now - t.requested_at).total_seconds()),
+            sla=sla, sla_text=sla_text, queue=_queue_name(t, zh),
+        ))
+    return rows
+
+
+def _queue_name(t: Any, zh: bool) -> str:
+    if not t.queue:
+        return ""
+    name = t.queue_name_zh if zh else t.queue_name_en
+    return t.queue if name is None else name  # a queue that no longer exists shows its key
+
+
+def _sla_left(due: datetime | None, now: datetime, final: bool) -> tuple[str, str]:
+    """The "SLA left" cell: its state and text."""
+    if final:
+        return "final", ""
+    if due is None:
+        return "paused", ""
+    if due < now:
+        return "overdue", i18n.gettext("overdue %(d)s", d=duration((now - due).total_seconds()))
+    return "left", duration((due - now).total_seconds())
 
 
 def _explain(exc: DomainError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -129,7 +129,94 @@ class TicketPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-def ticket_summary(t: "Ticket") -> TicketSummary:
+# -- the chain document ---------------------------------------------------------------------------
+# What TicketRepository.load_chain's single statement returns, as JSON decoded straight into these.
+
+
+class TicketDoc(TicketSummary, kw_only=True):
+    description: str
+    evidence_urls: list[str] | None
+    external_id: str | None
+    received_at: datetime
+    first_response_at: datetime | None
+    approved_at: datetime | None
+    rejected_at: datetime | None
+    return_received_at: datetime | None
+    refunded_at: datetime | None
+    replacement_shipped_at: datetime | None
+    cancelled_at: datetime | None
+
+
+class ClaimedItem(msgspec.Struct, kw_only=True):
+    """A ticket item with its order item's name and category."""
+
+    id: int
+    order_item_id: int
+    sku: str
+    quantity: int
+    product_name: str
+    category: str
+
+
+class DecisionDoc(DecisionOut, kw_only=True):
+    trace: list[dict[str, Any]] = []
+
+
+class ShipmentEntry(msgspec.Struct, kw_only=True):
+    created_at: datetime
+    shipment: ShipmentOut
+
+
+class HistoryDoc(msgspec.Struct, kw_only=True):
+    id: int
+    number: str
+    status: str
+    reason_code: str
+    requested_amount: Decimal
+    requested_at: datetime
+
+
+class PersonDoc(msgspec.Struct, kw_only=True):
+    id: int
+    username: str
+    display_name: str
+
+
+class FeedbackDoc(msgspec.Struct, kw_only=True):
+    category: str
+    source: str
+    suggested_category: str
+    suggestion_confidence: float
+    suggestion_terms: list[str] | None
+    confirmed_by: str | None
+
+
+class QueueDoc(msgspec.Struct, kw_only=True):
+    key: str
+    name_zh: str
+    name_en: str
+
+
+class ChainDoc(msgspec.Struct, kw_only=True):
+    ticket: TicketDoc
+    items: list[ClaimedItem]
+    events: list[TimelineEventOut]
+    order: OrderOut
+    shipments: list[ShipmentEntry]
+    decision: DecisionDoc | None
+    # Only for the ticket page:
+    history: list[HistoryDoc] = []
+    assignee: PersonDoc | None = None
+    feedback: FeedbackDoc | None = None
+    queues: list[QueueDoc] = []
+    people: list[PersonDoc] = []
+
+
+# -- building the answers -----------------------------------------------------------------------
+
+
+def ticket_summary(t: Any) -> TicketSummary:
+    """From anything with the summary's attributes: an ORM ticket or a listing row."""
     return TicketSummary(
         id=t.id, number=t.number, status=t.status, version=t.version, kind=t.kind, reason_code=t.reason_code,
         order_id=t.order_id, requested_amount=t.requested_amount, refunded_amount=t.refunded_amount, queue=t.queue,
@@ -138,45 +225,29 @@ def ticket_summary(t: "Ticket") -> TicketSummary:
     )
 
 
+_DECISION_FIELDS = DecisionOut.__struct_fields__
+
+
 def ticket_detail(chain: "TicketChain") -> TicketDetail:
-    t = chain.ticket
+    t, d = chain.ticket, chain.decision
+    fields = msgspec.structs.asdict(t)
+    fields["evidence_urls"] = t.evidence_urls or []
     return TicketDetail(
-        **msgspec.structs.asdict(ticket_summary(t)),
-        decision=DecisionOut(
-            policy_version=chain.decision.policy_version, decision=chain.decision.decision, rule=chain.decision.rule,
-            queue=chain.decision.queue, priority=chain.decision.priority, suggestion=chain.decision.suggestion,
-            explanation=chain.decision.explanation, decided_at=chain.decision.decided_at,
-        ) if chain.decision else None,
-        description=t.description,
-        evidence_urls=list(t.evidence_urls or []),
-        external_id=t.external_id,
-        received_at=t.received_at,
-        first_response_at=t.first_response_at,
-        approved_at=t.approved_at,
-        rejected_at=t.rejected_at,
-        return_received_at=t.return_received_at,
-        refunded_at=t.refunded_at,
-        replacement_shipped_at=t.replacement_shipped_at,
-        cancelled_at=t.cancelled_at,
+        **fields,
+        decision=DecisionOut(**{name: getattr(d, name) for name in _DECISION_FIELDS}) if d else None,
         allowed_actions=workflow.allowed_actions(t.kind, t.status),
         items=[
-            TicketItemOut(sku=ti.sku, quantity=ti.quantity, product_name=oi.product_name, category=oi.category)
-            for ti, oi in chain.ticket_items()
+            TicketItemOut(sku=i.sku, quantity=i.quantity, product_name=i.product_name, category=i.category)
+            for i in chain.ticket_items()
         ],
-        order=order_out(t.order),
-        shipments=[shipment_out(s, with_events=True) for s in chain.shipments],
-        timeline=[
-            TimelineEventOut(
-                id=e.id, at=e.at, actor=e.actor, action=e.action, from_status=e.from_status,
-                to_status=e.to_status, note=e.note, data=e.data or {},
-            )
-            for e in chain.timeline()
-        ],
-        chain=[ChainEntry(**entry) for entry in chain.chain()],
+        order=chain.order,
+        shipments=chain.shipments,
+        timeline=chain.timeline(),
+        chain=chain.chain(),
     )
 
 
-from aftersales.orders.schemas import order_out, shipment_out  # noqa: E402
 from aftersales.tickets import workflow  # noqa: E402
-from aftersales.tickets.models import Ticket  # noqa: E402
-from aftersales.tickets.repository import TicketChain  # noqa: E402
+
+if TYPE_CHECKING:
+    from aftersales.tickets.repository import TicketChain

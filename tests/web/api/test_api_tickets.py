@@ -173,7 +173,15 @@ def _b64(raw: bytes) -> str:
 
 @pytest.mark.parametrize(
     "cursor",
-    ["!!!", "abc", _b64(b"not json"), _b64(b'{"a": 1}'), _b64(b"[1, 2]"), _b64(b'["yesterday", 3]'), _b64(b'["2026-11-20T00:00:00+00:00", "x"]'), _b64(b"\xff\xfe")],
+    [
+        "!!!", "abc", _b64(b"not json"), _b64(b'{"a": 1}'), _b64(b"[1, 2]"), _b64(b'["yesterday", 3]'),
+        _b64(b'["2026-11-20T00:00:00+00:00", "x"]'), _b64(b"\xff\xfe"),
+        # The position before the sort was part of the cursor, and positions that cannot exist.
+        _b64(b'["2026-11-20T00:00:00+00:00", 3]'), _b64(b'["-requested_at", "2026-11-20T00:00:00+00:00", "3"]'),
+        _b64(b'["-requested_at", "2026-11-20T00:00:00+00:00", 99999999999999999999]'),
+        _b64(b'["-requested_at", "2026-11-20T00:00:00+00:00", 0]'), _b64(b'["-requested_at", null, 3]'),
+        _b64(b'["id", "2026-11-20T00:00:00+00:00", 3]'), _b64(b'["-requested_at", "yesterday", 3]'),
+    ],
 )
 async def test_bad_cursor_is_422(client, tokens, cursor):
     r = await client.get("/api/v1/tickets", params={"cursor": cursor}, headers=tokens["agent"])
