@@ -14,6 +14,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from aftersales.clock import ensure_utc
+from aftersales.sqlite_inline import inline_creator
 
 T = TypeVar("T")
 
@@ -78,7 +79,11 @@ def create_engine(
     """`for_writes=False` gives SQLite readers plain deferred transactions: in WAL mode they never
     wait for the write lock (PostgreSQL needs no such split)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        if for_writes:
+            engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        else:
+            # Readers run their statements on the event loop itself (see aftersales.sqlite_inline).
+            engine = create_async_engine(url, echo=echo, async_creator=inline_creator(url))
         _configure_sqlite(engine, foreign_keys=foreign_keys, immediate=for_writes)
         return engine
     # No pool_pre_ping: it costs a round trip on every checkout (bench F7). A connection the server
