@@ -7,17 +7,25 @@ a statement against 0.03 ms called directly (bench F16). A reader in WAL mode ne
 lock, so running its statements right on the event loop blocks it no longer than the statement
 itself. Writers keep aiosqlite: they may wait for the write lock, which must not stall the loop.
 
+A statement that carries OFFLOAD_MARK (`select(...).prefix_with(OFFLOAD_MARK)`) is the exception:
+the ticket chain is one statement of several milliseconds, which inline would stop every other
+request for that long, while on a thread it runs beside the loop on the second core (sqlite3
+releases the GIL while it steps). It is executed and fetched whole on a worker thread.
+
 The classes mimic the parts of aiosqlite's interface that SQLAlchemy's adapter calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
+# An SQL comment: harmless on PostgreSQL, where statements go to the server anyway.
+OFFLOAD_MARK = "/*offload*/"
 
 class _RunNow:
     """Stands in for aiosqlite's request queue (SQLAlchemy sets isolation_level through it)."""
@@ -33,6 +41,7 @@ class _RunNow:
 class InlineCursor:
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
+        self._rows: list[Any] | None = None  # an offloaded statement's whole result
 
     async def __aenter__(self) -> InlineCursor:
         return self
@@ -61,20 +70,38 @@ class InlineCursor:
         self._cursor.arraysize = value
 
     async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
-        self._cursor.execute(sql, parameters if parameters is not None else ())
+        parameters = parameters if parameters is not None else ()
+        self._rows = None
+        if OFFLOAD_MARK in sql[:40]:
+            self._rows = await asyncio.to_thread(self._run_whole, sql, parameters)
+        else:
+            self._cursor.execute(sql, parameters)
         return self
+
+    def _run_whole(self, sql: str, parameters: Any) -> list[Any]:
+        # sqlite3 steps through the rows as they are fetched: fetch them here too, off the loop.
+        return self._cursor.execute(sql, parameters).fetchall()
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
         self._cursor.executemany(sql, parameters)
         return self
 
     async def fetchone(self) -> Any:
+        if self._rows is not None:
+            return self._rows.pop(0) if self._rows else None
         return self._cursor.fetchone()
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
-        return self._cursor.fetchmany(size if size is not None else self._cursor.arraysize)
+        size = size if size is not None else self._cursor.arraysize
+        if self._rows is not None:
+            taken, self._rows = self._rows[:size], self._rows[size:]
+            return taken
+        return self._cursor.fetchmany(size)
 
     async def fetchall(self) -> list[Any]:
+        if self._rows is not None:
+            taken, self._rows = self._rows, []
+            return taken
         return self._cursor.fetchall()
 
     async def close(self) -> None:
@@ -84,7 +111,7 @@ class InlineCursor:
         return self
 
     async def __anext__(self) -> Any:
-        row = self._cursor.fetchone()
+        row = await self.fetchone()
         if row is None:
             raise StopAsyncIteration
         return row

@@ -27,6 +27,7 @@ from aftersales.feedback.models import FeedbackRecord
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
 from aftersales.orders.schemas import CustomerOut, LiveSessionOut, OrderItemOut, OrderOut, ShipmentOut, TrackingEventOut
 from aftersales.schemas import MAX_DB_ID, check_id
+from aftersales.sqlite_inline import OFFLOAD_MARK
 from aftersales.tickets import workflow
 from aftersales.tickets.models import OPEN_TICKET_SQL, Queue, Ticket, TicketDecision, TicketItem, TimelineEvent
 from aftersales.tickets.schemas import (
@@ -352,7 +353,8 @@ def _chain_statement(dialect: str, variant: str) -> Select[Any]:
         assignable = select(u).where(u.c.role.in_(("agent", "supervisor")), u.c.active.is_(True))
         doc["people"] = j.array(assignable, j.columns(PersonDoc, u))
     body = j.obj(doc)
-    return select(cast(body, Text) if j.pg else body).where(t.c.id == bindparam("ticket_id"))
+    # Several milliseconds of SQLite work: run it off the event loop (see aftersales.sqlite_inline).
+    return select(cast(body, Text) if j.pg else body).where(t.c.id == bindparam("ticket_id")).prefix_with(OFFLOAD_MARK)
 
 
 def _page_parts(j: _Json, t: Any) -> dict[str, Any]:
