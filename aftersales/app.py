@@ -35,10 +35,11 @@ from aftersales.orders.controllers import OrderController
 from aftersales.pages import LANG_COOKIE, STATIC, template_config
 from aftersales.settings import Settings
 from aftersales.tickets.controllers import TicketController
+from aftersales.tickets.intake_queue import IntakeQueue
 from aftersales.tickets.pages import AssignmentPages, TicketPages
 from aftersales.tickets.policy_api import PolicyController
 from aftersales.tickets.policy_pages import NextTicketPage, PolicyPages
-from aftersales.web import provide_clock, provide_db_session, provide_settings
+from aftersales.web import provide_clock, provide_db_session, provide_settings, write_session
 
 
 @get("/healthz", tags=["ops"], sync_to_thread=False)
@@ -150,4 +151,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.write_gate = asyncio.Lock() if settings.is_sqlite else contextlib.nullcontext()
     app.state.token_cache = TokenCache()
     app.state.session_cache = SessionCache()
+    app.state.intake_queue = IntakeQueue(lambda: write_session(app.state), app.state.clock, settings.zone,
+                                         max_batch=settings.intake_batch_max)
     return app

@@ -27,11 +27,10 @@ async def run_once(
         status, body = await run()
         await session.commit()
         return status, body, False
-    if not 1 <= len(key) <= 200:
-        raise InvalidInput.on("Idempotency-Key", "must be 1 to 200 characters")
+    check_key(key)
     stored = await session.get(IdempotencyRecord, (scope, key))
     if stored is not None:
-        return _replay(stored, print_)
+        return replay(stored, print_)
     status, body = await run()
     session.add(
         IdempotencyRecord(scope=scope, key=key, fingerprint=print_, status_code=status, body=body.decode(), created_at=clock.now())
@@ -44,11 +43,16 @@ async def run_once(
         stored = await session.get(IdempotencyRecord, (scope, key))
         if stored is None:
             raise
-        return _replay(stored, print_)
+        return replay(stored, print_)
     return status, body, False
 
 
-def _replay(stored: IdempotencyRecord, print_: str) -> tuple[int, bytes, bool]:
+def check_key(key: str) -> None:
+    if not 1 <= len(key) <= 200:
+        raise InvalidInput.on("Idempotency-Key", "must be 1 to 200 characters")
+
+
+def replay(stored: IdempotencyRecord, print_: str) -> tuple[int, bytes, bool]:
     if stored.fingerprint != print_:
         raise IdempotencyMismatch("this Idempotency-Key was used for a different request")
     return stored.status_code, stored.body.encode(), True

@@ -3,7 +3,7 @@ acknowledgements and actions."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -24,9 +24,15 @@ REPEAT_WINDOW = timedelta(days=30)
 
 
 class FeedbackService:
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+    def __init__(self, session: AsyncSession, clock: Clock, *, fresh: bool = False) -> None:
+        """`fresh`: recording tickets new in this transaction (set-wise intake): routing rules are
+        read once per category, and repeat counts come from `prepare_repeats` plus the batch's
+        own tickets so far, as if they had come one at a time."""
         self.session = session
         self.clock = clock
+        self.fresh = fresh
+        self._rules: dict[str, list[RoutingRule]] = {}
+        self._seen: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
 
     async def ensure_defaults(self) -> None:
         known = set((await self.session.execute(select(ReasonCategory.code))).scalars())
@@ -51,8 +57,34 @@ class FeedbackService:
             suggestion_terms=list(suggestion.terms), created_at=self.clock.now(),
         )
         self.session.add(record)
+        if self.fresh:  # its claimed items make it count for those products (as its ticket_items rows would)
+            for item in claimed:
+                self._seen.setdefault((item.product_id, ticket.reason_code), []).append((ticket.id, ticket.requested_at))
         await self._route(ticket, order, claimed, ticket.reason_code)
         return record
+
+    async def prepare_repeats(self, tickets: list[tuple[list[OrderItem], str, datetime]]) -> None:
+        """For a batch of new (routed items, reason, requested_at): the earlier tickets each
+        product's repeat count may include, read in one query before the batch is written."""
+        categories = {reason for _, reason, _ in tickets}
+        needing = set()
+        for category in categories:
+            if any(rule.min_repeat > 1 for rule in await self._rules_for(category)):
+                needing.add(category)
+        products = sorted({item.product_id for items, reason, _ in tickets if reason in needing for item in items})
+        if not products:
+            return
+        first = min(at for _, _, at in tickets) - REPEAT_WINDOW
+        last = max(at for _, _, at in tickets)
+        rows = await self.session.execute(
+            select(OrderItem.product_id, Ticket.reason_code, Ticket.id, Ticket.requested_at).distinct()
+            .join(TicketItem, TicketItem.ticket_id == Ticket.id)
+            .join(OrderItem, OrderItem.id == TicketItem.order_item_id)
+            .where(OrderItem.product_id.in_(products), Ticket.reason_code.in_(sorted(needing)),
+                   Ticket.requested_at >= first, Ticket.requested_at <= last)
+        )
+        for product_id, reason, ticket_id, requested_at in rows:
+            self._seen.setdefault((product_id, reason), []).append((ticket_id, requested_at))
 
     async def refine(self, ticket_id: int, category: str, by: str) -> FeedbackRecord:
         from aftersales.feedback.settings import reason_exists  # settings imports this module
@@ -83,7 +115,7 @@ class FeedbackService:
             return
         live = await self.session.get(LiveSession, order.live_session_id) if order.live_session_id else None
         offset = int((order.placed_at - live.started_at).total_seconds()) if live and live.started_at else None
-        existing = set((await self.session.execute(
+        existing: set[Any] = set() if self.fresh else set((await self.session.execute(
             select(FeedbackItem.team, FeedbackItem.product_id).where(FeedbackItem.ticket_id == ticket.id)
         )).all())
         for item in items:
@@ -104,6 +136,11 @@ class FeedbackService:
                 ))
 
     async def _rules_for(self, category: str) -> list[RoutingRule]:
+        if category not in self._rules or not self.fresh:
+            self._rules[category] = await self._read_rules(category)
+        return self._rules[category]
+
+    async def _read_rules(self, category: str) -> list[RoutingRule]:
         group = category.split(".")[0]
         query = select(RoutingRule).where(RoutingRule.active.is_(True), RoutingRule.category.in_((category, group)))
         rules = list((await self.session.execute(query.order_by(RoutingRule.id))).scalars())
@@ -114,9 +151,11 @@ class FeedbackService:
         return rules
 
     async def _repeats(self, product_id: str, category: str, ticket: Ticket) -> int:
+        since = ticket.requested_at - REPEAT_WINDOW
+        if self.fresh:
+            return len({tid for tid, at in self._seen.get((product_id, category), ()) if since <= at <= ticket.requested_at})
         # Sessions do not autoflush: the ticket's own items must be written for it to count itself.
         await self.session.flush()
-        since = ticket.requested_at - REPEAT_WINDOW
         query = (
             select(func.count(func.distinct(Ticket.id)))
             .join(TicketItem, TicketItem.ticket_id == Ticket.id)

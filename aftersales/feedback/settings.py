@@ -34,12 +34,18 @@ MIN_REPEAT, MAX_REPEAT = 1, 100
 
 async def reason_exists(session: AsyncSession, code: str) -> bool:
     """Intake's check: a built-in reason code, or an active category an admin added."""
-    if code in REASONS:
-        return True
-    found = await session.scalar(
-        select(ReasonCategory.code).where(ReasonCategory.code == code, ReasonCategory.active.is_(True))
-    )
-    return found is not None
+    return code in await existing_reasons(session, {code})
+
+
+async def existing_reasons(session: AsyncSession, codes: set[str]) -> set[str]:
+    """Which of `codes` are built-in reason codes or active categories an admin added."""
+    known = {code for code in codes if code in REASONS}
+    others = sorted(codes - known)
+    if others:
+        known.update((await session.execute(
+            select(ReasonCategory.code).where(ReasonCategory.code.in_(others), ReasonCategory.active.is_(True))
+        )).scalars())
+    return known
 
 
 # -- shapes -------------------------------------------------------------------------------------------

@@ -42,9 +42,14 @@ class Targets:
 
 
 class SlaService:
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+    def __init__(self, session: AsyncSession, clock: Clock, *, fresh: bool = False) -> None:
+        """`fresh`: the tickets are new in this transaction (set-wise intake), so clock changes are
+        set on the objects and written by the session's flush, one statement for the batch; the
+        active policies are then also read once for the batch."""
         self.session = session
         self.clock = clock
+        self.fresh = fresh
+        self._active: list[SlaPolicy] | None = None
 
     # -- policies ---------------------------------------------------------------------------
 
@@ -65,7 +70,11 @@ class SlaService:
 
     async def policy_for(self, ticket: Ticket) -> SlaPolicy:
         """The most specific active policy: kind + queue, then queue, then kind, then the default."""
-        rows = list((await self.session.execute(select(SlaPolicy).where(SlaPolicy.active.is_(True)))).scalars())
+        rows = self._active
+        if rows is None:
+            rows = list((await self.session.execute(select(SlaPolicy).where(SlaPolicy.active.is_(True)))).scalars())
+            if self.fresh:
+                self._active = rows
 
         def fits(p: SlaPolicy) -> bool:
             return ((p.kind is None or p.kind == ticket.kind) and (p.queue is None or p.queue == ticket.queue)
@@ -151,6 +160,8 @@ class SlaService:
         for key, value in values.items():
             setattr(ticket, key, value)
         ticket.sla_next_alert_at = next_alert_at(ticket, targets)
+        if self.fresh:
+            return
         values["sla_next_alert_at"] = ticket.sla_next_alert_at
         await self.session.execute(update(Ticket).where(Ticket.id == ticket.id).values(**values).execution_options(synchronize_session=False))
 

@@ -6,6 +6,8 @@ own a ticket; "next ticket" on PostgreSQL also skips rows another agent is takin
 
 from __future__ import annotations
 
+from collections import Counter
+
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,9 +24,16 @@ ASSIGN_ANYONE = ("supervisor", "admin")
 
 
 class AssignmentService:
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+    def __init__(self, session: AsyncSession, clock: Clock, *, fresh: bool = False) -> None:
+        """`fresh`: auto-assigning tickets new in this transaction (set-wise intake). Each queue's
+        loads are read once and counted on as tickets are handed out, and the owner is set on the
+        object for the session's flush (nobody else can see the ticket yet)."""
         self.session = session
         self.clock = clock
+        self.fresh = fresh
+        self.batch_ids: list[int] = []  # the fresh tickets: counted through _given, not read back
+        self._loads: dict[str, list[tuple[int, int]]] = {}
+        self._given: Counter[int] = Counter()
 
     async def queues_of(self, user_id: int) -> list[str]:
         query = select(QueueMember.queue_key).join(Queue, Queue.key == QueueMember.queue_key).where(
@@ -86,19 +95,40 @@ class AssignmentService:
         queue = await self.session.get(Queue, ticket.queue) if ticket.queue else None
         if queue is None or not queue.auto_assign:
             return None
+        if self.fresh:
+            if queue.key not in self._loads:
+                self._loads[queue.key] = await self._queue_loads(queue.key, leave_out=self.batch_ids)
+            # Loads as the query would read them had the batch's earlier tickets come one by one.
+            loads = sorted(((user_id, n + self._given[user_id]) for user_id, n in self._loads[queue.key]),
+                           key=lambda entry: (entry[1], entry[0]))
+        else:
+            loads = await self._queue_loads(queue.key)
+        chosen = next((user_id for user_id, open_count in loads if open_count < queue.agent_cap), None)
+        if chosen is None:
+            return None
+        if self.fresh:
+            ticket.assignee_id = chosen
+            ticket.updated_at = self.clock.now()
+            self._record_owner(ticket, chosen, by, "auto_assign", None)
+            self._given[chosen] += 1
+        else:
+            await self._set(ticket, chosen, by, "auto_assign", expected_assignee=None)
+        return chosen
+
+    async def _queue_loads(self, queue_key: str, *, leave_out: list[int] | None = None) -> list[tuple[int, int]]:
+        """(user_id, open tickets) of the queue's active members, fewest first."""
+        counted = (Ticket.assignee_id == QueueMember.user_id) & Ticket.status.in_(WORKABLE)
+        if leave_out:
+            counted &= Ticket.id.not_in(leave_out)
         load = (
             select(QueueMember.user_id, func.count(Ticket.id).label("open"))
             .join(User, User.id == QueueMember.user_id)
-            .outerjoin(Ticket, (Ticket.assignee_id == QueueMember.user_id) & Ticket.status.in_(WORKABLE))
-            .where(QueueMember.queue_key == queue.key, User.active.is_(True))
+            .outerjoin(Ticket, counted)
+            .where(QueueMember.queue_key == queue_key, User.active.is_(True))
             .group_by(QueueMember.user_id)
             .order_by(func.count(Ticket.id).asc(), QueueMember.user_id.asc())
         )
-        for user_id, open_count in (await self.session.execute(load)).all():
-            if open_count < queue.agent_cap:
-                await self._set(ticket, user_id, by, "auto_assign", expected_assignee=None)
-                return user_id
-        return None
+        return [(user_id, open_count) for user_id, open_count in (await self.session.execute(load)).all()]
 
     async def _take(self, ticket_id: int, agent: Principal, *, expected_assignee: int | None, action: str) -> bool:
         ticket = await self._get(ticket_id)
@@ -115,11 +145,14 @@ class AssignmentService:
         )
         if result.rowcount != 1:
             raise Conflict(f"ticket {ticket.number} changed hands meanwhile; reload it")
+        self._record_owner(ticket, user_id, by, action, expected_assignee)
+        await self.session.flush()
+
+    def _record_owner(self, ticket: Ticket, user_id: int | None, by: Principal, action: str, previous: int | None) -> None:
         self.session.add(TimelineEvent(
             ticket_id=ticket.id, at=self.clock.now(), actor=by.actor, action=action, from_status=None, to_status=None,
-            note="", data={"from_assignee": expected_assignee, "to_assignee": user_id},
+            note="", data={"from_assignee": previous, "to_assignee": user_id},
         ))
-        await self.session.flush()
 
     async def _get(self, ticket_id: int) -> Ticket:
         check_id(ticket_id, "ticket")

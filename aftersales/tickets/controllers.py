@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +16,7 @@ from aftersales.errors import Forbidden, InvalidInput
 from aftersales.idempotency import fingerprint, run_once
 from aftersales.settings import Settings
 from aftersales.tickets import workflow
+from aftersales.tickets.intake_queue import IntakeCall
 from aftersales.tickets.repository import DEFAULT_SORT, SORTS, TicketFilter, TicketRepository
 from aftersales.tickets.schemas import ActionIn, TicketDetail, TicketIn, TicketPage, ticket_detail, ticket_summary
 from aftersales.tickets.service import TicketService
@@ -38,24 +40,13 @@ class TicketController(Controller):
     tags = ["tickets"]
 
     @post("/", guards=[requires(*OPEN_TICKETS)])
-    async def open_ticket(
-        self, request: Request[Any, Any, Any], data: TicketIn, db_session: AsyncSession, clock: Clock, settings: Settings
-    ) -> Response[bytes]:
-        """Open an after-sales request. Honours `Idempotency-Key`; a known `external_id` returns the first ticket."""
-        principal = current_principal(request)
-        service = TicketService(db_session, clock, settings.zone)
-
-        async def run() -> tuple[int, bytes]:
-            # Only the Idempotency-Key lookup (a read) ran in this session before.
-            ticket, created = await service.open_ticket(data, principal, fresh_session=True)
-            chain = await TicketRepository(db_session).load_chain(ticket.id)
-            return (201 if created else 200), encode(ticket_detail(chain))
-
-        status, body, replayed = await run_once(
-            db_session, clock, scope=principal.actor, key=idempotency_key(request),
-            print_=fingerprint("POST", request.url.path, await request.body()), run=run,
-        )
-        return json_response(status, body, replayed=replayed)
+    async def open_ticket(self, request: Request[Any, Any, Any], data: TicketIn, state: State) -> Response[bytes]:
+        """Open an after-sales request. Honours `Idempotency-Key`; a known `external_id` returns the first ticket.
+        Requests arriving together are written together (group commit), each with its own answer."""
+        call = IntakeCall(data=data, actor=current_principal(request), key=idempotency_key(request),
+                          print_=fingerprint("POST", request.url.path, await request.body()))
+        answer = await state.intake_queue.submit(call)
+        return json_response(answer.status, answer.body, replayed=answer.replayed)
 
     @get("/", guards=[requires(*READ_TICKETS)])
     async def list_tickets(

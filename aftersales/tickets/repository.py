@@ -156,6 +156,14 @@ class TicketRepository:
             raise NotFound(f"ticket {ticket_id} does not exist")
         return TicketChain(_decode_chain(raw))
 
+    async def load_chains(self, ticket_ids: list[int]) -> dict[int, "TicketChain"]:
+        """The API's chain of several tickets, from one statement (set-wise intake answers)."""
+        if not ticket_ids:
+            return {}
+        statement = _chain_statement(self.session.get_bind().dialect.name, "api", many=True)
+        rows = await self.session.execute(statement, {"ticket_ids": sorted(set(ticket_ids))})
+        return {ticket_id: TicketChain(_decode_chain(raw)) for ticket_id, raw in rows}
+
 
 # The listing's statements are built once per shape (which conditions apply, the sort, whether a
 # cursor continues it) with every value a bound parameter: building and compiling a statement per
@@ -320,8 +328,9 @@ def _sql(literal: str) -> Any:
 
 
 @functools.cache
-def _chain_statement(dialect: str, variant: str) -> Select[Any]:
-    """Built once per dialect and variant; only the ticket id is a parameter."""
+def _chain_statement(dialect: str, variant: str, many: bool = False) -> Select[Any]:
+    """Built once per dialect and variant; only the ticket id (with `many`: the ids, and each row
+    starts with its ticket's id) is a parameter."""
     j = _Json(dialect)
     t = Ticket.__table__
     o, c, ls = Order.__table__, Customer.__table__, LiveSession.__table__
@@ -353,8 +362,11 @@ def _chain_statement(dialect: str, variant: str) -> Select[Any]:
         assignable = select(u).where(u.c.role.in_(("agent", "supervisor")), u.c.active.is_(True))
         doc["people"] = j.array(assignable, j.columns(PersonDoc, u))
     body = j.obj(doc)
+    document = cast(body, Text) if j.pg else body
+    if many:
+        return select(t.c.id, document).where(t.c.id.in_(bindparam("ticket_ids", expanding=True)))
     # Several milliseconds of SQLite work: run it off the event loop (see aftersales.sqlite_inline).
-    return select(cast(body, Text) if j.pg else body).where(t.c.id == bindparam("ticket_id")).prefix_with(OFFLOAD_MARK)
+    return select(document).where(t.c.id == bindparam("ticket_id")).prefix_with(OFFLOAD_MARK)
 
 
 def _page_parts(j: _Json, t: Any) -> dict[str, Any]:

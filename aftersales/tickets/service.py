@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
-from aftersales.auth.principal import SYSTEM, Principal, carrier_actor
+from aftersales.auth.principal import Principal, carrier_actor
 from aftersales.clock import Clock
-from aftersales.db import dialect_insert
 from aftersales.errors import ActionNotAllowed, Conflict, InvalidInput, NotFound, StaleVersion
-from aftersales.feedback.settings import reason_exists
-from aftersales.orders.models import Order, OrderItem, Shipment, TrackingEvent
+from aftersales.orders.models import Order, Shipment, TrackingEvent
 from aftersales.orders.schemas import ShipmentIn
 from aftersales.orders.service import OrderService
 from aftersales.schemas import check_id, money_field
-from aftersales.tickets import policy as policy_rules
-from aftersales.tickets import workflow
-from aftersales.feedback.service import FeedbackService
 from aftersales.sla.service import SlaService
-from aftersales.tickets.assignment import AssignmentService
-from aftersales.tickets.facts import gather_facts
-from aftersales.tickets.models import Ticket, TicketDecision, TicketItem, TicketNumberCounter, TimelineEvent
-from aftersales.tickets.policy_service import PolicyService
+from aftersales.tickets import workflow
+from aftersales.tickets.models import Ticket, TimelineEvent
 from aftersales.tickets.schemas import ActionIn, TicketIn
-
-# Kinds where goods move, so the request must say which items.
-KINDS_WITH_ITEMS = frozenset({"return_refund", "exchange", "reship"})
-# A platform clock a little ahead of ours is not an error; a request from the future is.
-CLOCK_SKEW = timedelta(minutes=5)
 
 # The state-entry timestamp each target status sets (Dispatch-style: only here).
 STATUS_STAMPS = {
@@ -50,148 +37,30 @@ NOT_A_RESPONSE = frozenset({"customer_reply", "note"})
 
 
 class TicketService:
-    def __init__(self, session: AsyncSession, clock: Clock, tz: ZoneInfo | None = None) -> None:
+    def __init__(self, session: AsyncSession, clock: Clock, tz: ZoneInfo | None = None, *, fresh: bool = False) -> None:
+        """`fresh`: moving tickets created in this very transaction (set-wise intake): nobody else
+        can see them, so a move is set on the object and the session's flush writes the batch."""
         self.session = session
         self.clock = clock
         self.tz = tz or ZoneInfo("Asia/Shanghai")
+        self.fresh = fresh
+        self.sla = SlaService(session, clock, fresh=fresh)
 
     # -- intake ---------------------------------------------------------------------------
 
     async def open_ticket(self, data: TicketIn, actor: Principal, *, fresh_session: bool = False) -> tuple[Ticket, bool]:
         """Open an after-sales request; a replay with the same external_id returns the first one.
+        One request is a batch of one (aftersales.tickets.intake holds the rules).
 
         `fresh_session`: the caller has written nothing in this session yet, so on PostgreSQL the
-        ticket number may be taken in its own short transaction (see `_next_number`)."""
-        if data.external_id:
-            existing = await self.session.scalar(select(Ticket).where(Ticket.external_id == data.external_id))
-            if existing is not None:
-                return existing, False
-        order = await self._order_for_intake(data.order_external_id)
-        now = self.clock.now()
-        requested_at = data.requested_at or now
-        amount = await self._check_intake(data, order, requested_at, now)
-        ticket = Ticket(
-            number=await self._next_number(now, own_transaction=fresh_session),
-            external_id=data.external_id,
-            order_id=order.id,
-            customer_id=order.customer_id,
-            kind=data.kind,
-            reason_code=data.reason_code,
-            status="requested",
-            requested_amount=amount,
-            refunded_amount=Decimal("0"),
-            description=data.description,
-            evidence_urls=list(data.evidence_urls),
-            requested_at=requested_at,
-            received_at=now,
-            updated_at=now,
-            priority=0,
-            version=1,
-        )
-        self.session.add(ticket)
-        await self.session.flush()
-        by_sku = {item.sku: item for item in order.items}
-        for item in data.items:
-            self.session.add(
-                TicketItem(ticket_id=ticket.id, order_item_id=by_sku[item.sku].id, sku=item.sku, quantity=item.quantity)
-            )
-        self._record(ticket.id, requested_at, actor, "open", None, "requested", data.description, {"received_at": now.isoformat()})
-        claimed = [by_sku[item.sku] for item in data.items]
-        await self._decide_intake(ticket, order, claimed)
-        await FeedbackService(self.session, self.clock).record_ticket(ticket, order, claimed)
-        await self.session.flush()
-        return ticket, True
+        ticket number may be taken in its own short transaction (see IntakeService.take_numbers)."""
+        from aftersales.tickets.intake import IntakeRequest, IntakeService  # it builds on this service
 
-    async def _order_for_intake(self, external_id: str) -> Order:
-        query = select(Order).where(Order.external_id == external_id).options(selectinload(Order.items))
-        order = (await self.session.execute(query)).scalar_one_or_none()
-        if order is None:
-            raise InvalidInput.on("order_external_id", f"unknown order {external_id!r}")
-        return order
-
-    async def _check_intake(self, data: TicketIn, order: Order, requested_at: datetime, now: datetime) -> Decimal:
-        if not await reason_exists(self.session, data.reason_code):
-            raise InvalidInput.on("reason_code", f"unknown reason code {data.reason_code!r}")
-        if requested_at > now + CLOCK_SKEW:
-            raise InvalidInput.on("requested_at", "is in the future")
-        if requested_at < order.placed_at:
-            raise InvalidInput.on("requested_at", "is before the order was placed")
-        if data.kind in KINDS_WITH_ITEMS and not data.items:
-            raise InvalidInput.on("items", f"a {data.kind} request must name at least one item")
-        by_sku = {item.sku: item for item in order.items}
-        seen: set[str] = set()
-        for i, item in enumerate(data.items):
-            ordered = by_sku.get(item.sku)
-            if ordered is None:
-                raise InvalidInput.on(f"items[{i}].sku", f"sku {item.sku!r} is not part of order {order.external_id}")
-            if item.sku in seen:
-                raise InvalidInput.on(f"items[{i}].sku", f"sku {item.sku!r} is listed twice")
-            seen.add(item.sku)
-            if item.quantity > ordered.quantity:
-                raise InvalidInput.on(f"items[{i}].quantity", f"exceeds the {ordered.quantity} ordered")
-        amount = money_field(data.requested_amount, "requested_amount")
-        # sum() keeps the Money type, so this comes back in yuan (None when nothing was refunded).
-        already = await self.session.scalar(select(func.sum(Ticket.refunded_amount)).where(Ticket.order_id == order.id))
-        left = order.paid_amount - (already or Decimal("0"))
-        if amount > left:
-            raise InvalidInput.on("requested_amount", f"¥{amount} exceeds the ¥{left} still refundable on this order")
-        return amount
-
-    async def _next_number(self, now: datetime, *, own_transaction: bool = False) -> str:
-        """AS-YYYYMMDD-NNNNNN with a per-day sequence, race-safe through one atomic upsert."""
-        day = now.astimezone(self.tz).date()
-        stmt = (
-            dialect_insert(self.session, TicketNumberCounter)
-            .values(day=day, last=1)
-            .on_conflict_do_update(index_elements=["day"], set_={"last": TicketNumberCounter.last + 1})
-            .returning(TicketNumberCounter.last)
-        )
-        if own_transaction and self.session.bind.dialect.name == "postgresql":
-            # The day's counter row is the one row every intake writes: holding its lock until the intake
-            # commits serialized all intakes on PostgreSQL (bench F5). So end the read-only validation
-            # transaction here and take the number in a transaction of its own, on the same connection.
-            # An intake failing after this point leaves a gap in the day's numbers.
-            await self.session.commit()
-            seq = (await self.session.execute(stmt)).scalar_one()
-            await self.session.commit()
-        else:
-            # SQLite has one writer anyway: the number stays in the intake's transaction (no gaps).
-            seq = (await self.session.execute(stmt)).scalar_one()
-        return f"AS-{day:%Y%m%d}-{seq:06d}"
-
-    async def _decide_intake(self, ticket: Ticket, order: Order, claimed: list[OrderItem]) -> None:
-        """Apply the published policy: approve the standard cases, route the rest to a queue."""
-        current = await PolicyService(self.session, self.clock).current()
-        facts = await gather_facts(self.session, ticket, order, claimed, self.tz)
-        decision = policy_rules.evaluate(current.policy, facts)
-        outcome = decision.outcome
-        explanation = decision.explain()
-        if outcome.decision in ("approve", "fast_refund"):
-            action = "auto_approve" if outcome.decision == "approve" else "fast_refund"
-            if (ticket.status, action) not in workflow.TRANSITIONS[ticket.kind]:
-                # The rule asked for a step this kind cannot take: a person decides instead.
-                outcome = current.policy.default
-                explanation += f" · {action} is not possible for {ticket.kind} → queue {outcome.queue}"
-        self.session.add(TicketDecision(
-            ticket_id=ticket.id, policy_version=current.version, decision=outcome.decision, rule=decision.rule,
-            queue=outcome.queue, priority=outcome.priority, suggestion=outcome.suggestion, facts=facts,
-            trace=decision.trace, explanation=explanation, decided_at=self.clock.now(),
-        ))
-        # The SLA policy may depend on the queue and priority just decided, so the clocks start now.
-        ticket.queue = outcome.queue
-        ticket.priority = outcome.priority
-        await SlaService(self.session, self.clock).start(ticket)
-        data = {"policy_version": current.version, "rule": decision.rule, "suggestion": outcome.suggestion}
-        extra: dict[str, Any] = {"policy_version": current.version}
-        if outcome.decision == "queue":
-            extra.update(queue=outcome.queue, priority=outcome.priority)
-            await self._move(ticket, "route_to_review", SYSTEM, note=explanation, data={**data, "queue": outcome.queue}, extra=extra)
-            await AssignmentService(self.session, self.clock).auto_assign(ticket, SYSTEM)
-            return
-        # An automatic decision is an immediate first response.
-        extra["first_response_at"] = self.clock.now()
-        action = "auto_approve" if outcome.decision == "approve" else "fast_refund"
-        await self._move(ticket, action, SYSTEM, note=explanation, data=data, extra=extra)
+        (outcome,) = await IntakeService(self.session, self.clock, self.tz).open_tickets(
+            [IntakeRequest(data, actor)], fresh_session=fresh_session)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome.ticket, outcome.created
 
     # -- actions --------------------------------------------------------------------------
 
@@ -366,20 +235,21 @@ class TicketService:
             values["approved_at"] = now
         if actor.is_person and ticket.first_response_at is None and action not in NOT_A_RESPONSE:
             values["first_response_at"] = now
-        # The conditional UPDATE settles races: it changes the row only if nobody moved it first.
-        result = await self.session.execute(
-            update(Ticket)
-            .where(Ticket.id == ticket.id, Ticket.version == ticket.version, Ticket.status == ticket.status)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
-            raise StaleVersion(f"ticket {ticket.number} was changed by someone else: reload it")
+        if not self.fresh:
+            # The conditional UPDATE settles races: it changes the row only if nobody moved it first.
+            result = await self.session.execute(
+                update(Ticket)
+                .where(Ticket.id == ticket.id, Ticket.version == ticket.version, Ticket.status == ticket.status)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                raise StaleVersion(f"ticket {ticket.number} was changed by someone else: reload it")
         from_status = ticket.status
         for key, value in values.items():
             setattr(ticket, key, value)
         self._record(ticket.id, now, actor, action, from_status, target, note, data or {})
-        await SlaService(self.session, self.clock).on_transition(
+        await self.sla.on_transition(
             ticket, from_status, target, now, first_response="first_response_at" in values
         )
 

@@ -1,0 +1,236 @@
+"""Set-wise intake (bench F5): a batch of requests must leave exactly what the same requests
+one at a time leave — tickets, numbers, decisions and their facts, SLA clocks, timeline,
+auto-assignment under the cap, feedback routing with repeat counts — and each request gets its
+own answer or its own error. Then the HTTP side: concurrent POSTs are written as batches (group
+commit) with Idempotency-Key replays and per-request errors intact, and a batch that fails as a
+whole is answered one by one."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from sqlalchemy import select, update
+
+from aftersales.auth.models import User
+from aftersales.auth.principal import Principal
+from aftersales.db import create_sessionmaker
+from aftersales.errors import DomainError
+from aftersales.feedback.models import FeedbackItem, FeedbackRecord
+from aftersales.feedback.service import FeedbackService
+from aftersales.orders.schemas import OrderIn
+from aftersales.orders.service import OrderService
+from aftersales.sla import service as sla_service
+from aftersales.sla.models import SlaEvent
+from aftersales.tickets import intake_queue
+from aftersales.tickets.intake import IntakeRequest, IntakeService, Opened
+from aftersales.tickets.models import Queue, QueueMember, Ticket, TicketDecision, TicketItem, TicketNumberCounter, TimelineEvent
+from aftersales.tickets.policy_service import PolicyService
+from aftersales.tickets.schemas import TicketIn
+from tests.conftest import START, _empty_tables
+from tests.factories import order_body, ticket_body
+
+PLATFORM = Principal(kind="token", id=1, name="platform", role="integration")
+ORDERS = {"O-1": "C-1", "O-2": "C-1", "O-3": "C-1", "O-4": "C-1", "O-5": "C-2", "O-6": "C-3", "O-7": "C-4", "O-8": "C-5"}
+TEE = [{"sku": "SKU-TEE-M", "quantity": 1}]
+EXCHANGE = {"kind": "exchange", "reason_code": "fit.size", "items": TEE, "requested_amount": "0.00", "description": "太小了"}
+
+
+def requests() -> list[dict[str, Any]]:
+    """A mix that exercises every rule that depends on what came before in the batch."""
+    at = (START - timedelta(hours=1)).isoformat()
+    return [
+        ticket_body("O-1"),  # quality claim -> quality_review, auto-assigned
+        ticket_body("O-2"),  # the same customer again
+        ticket_body("O-3"),  # and again: both agents now hold tickets, one reaches the cap
+        ticket_body("O-4", **EXCHANGE),  # 4th request in 30 days -> repeat_requester (risk)
+        ticket_body("O-5", **EXCHANGE),  # general queue (cap 2, counting the quality_review tickets): agent 2
+        ticket_body("O-6", **EXCHANGE),  # general: both agents at the cap -> unassigned
+        ticket_body("O-7", **EXCHANGE),  # the same; and the 4th fit.size on P-TEE
+        ticket_body("O-404"),  # unknown order
+        ticket_body("O-8", requested_amount="9999.00"),  # more than was paid
+        ticket_body("O-8", kind="refund_only", reason_code="logistics.delay", items=[], requested_amount="10.00",
+                    external_id="EXT-1"),  # not shipped -> approved at once
+        ticket_body("O-8", kind="refund_only", reason_code="logistics.delay", items=[], requested_amount="10.00",
+                    external_id="EXT-1"),  # the platform's retry: the same ticket
+        ticket_body("O-1", kind="complaint", reason_code="logistics.delay", items=[], requested_amount="0.00",
+                    requested_at=at),  # 5th of C-1
+        ticket_body("O-8", evidence_urls=["https://img.example/1.jpg"], requested_amount="50.00"),  # fast refund
+    ]
+
+
+async def _set_up(sessionmaker: Any, clock: Any) -> None:
+    async with sessionmaker() as session:
+        await PolicyService(session, clock).ensure_defaults()
+        await FeedbackService(session, clock).ensure_defaults()
+        orders = OrderService(session, clock)
+        for number, (external_id, customer) in enumerate(ORDERS.items()):
+            body = order_body(customer=customer, placed_at=START - timedelta(days=5, minutes=number))
+            await orders.upsert_order(external_id, msgspec.convert(body, OrderIn))
+        agents = [User(username=f"agent{i}", display_name=f"Agent {i}", password_hash="x", role="agent", created_at=START)
+                  for i in (1, 2)]
+        session.add_all(agents)
+        await session.flush()
+        for queue, cap in (("quality_review", 2), ("general", 2)):
+            await session.execute(update(Queue).where(Queue.key == queue).values(auto_assign=True, agent_cap=cap))
+            session.add_all(QueueMember(queue_key=queue, user_id=agent.id) for agent in agents)
+        await session.commit()
+
+
+async def _snapshot(session: Any) -> dict[str, Any]:
+    numbers = dict((await session.execute(select(Ticket.id, Ticket.number))).all())
+
+    async def rows(query: Any) -> list[tuple[Any, ...]]:
+        return [(numbers[r[0]], *r[1:]) for r in (await session.execute(query)).all()]
+
+    t = Ticket
+    return {
+        "tickets": sorted(await rows(select(
+            t.id, t.external_id, t.status, t.version, t.queue, t.priority, t.assignee_id, t.requested_amount, t.sla_policy_id,
+            t.sla_due_at, t.first_response_due_at, t.first_response_at, t.first_response_seconds, t.approved_at,
+            t.sla_running_since, t.sla_next_alert_at, t.updated_at))),
+        "items": sorted(await rows(select(TicketItem.ticket_id, TicketItem.sku, TicketItem.quantity))),
+        "timeline": await rows(select(TimelineEvent.ticket_id, TimelineEvent.action, TimelineEvent.actor, TimelineEvent.from_status,
+                                      TimelineEvent.to_status, TimelineEvent.note, TimelineEvent.data, TimelineEvent.at)
+                               .order_by(TimelineEvent.ticket_id, TimelineEvent.id)),
+        "sla": await rows(select(SlaEvent.ticket_id, SlaEvent.metric, SlaEvent.event, SlaEvent.at, SlaEvent.cause)
+                          .order_by(SlaEvent.ticket_id, SlaEvent.id)),
+        "decisions": sorted(await rows(select(TicketDecision.ticket_id, TicketDecision.decision, TicketDecision.rule,
+                                              TicketDecision.queue, TicketDecision.facts, TicketDecision.explanation))),
+        "feedback": sorted(await rows(select(FeedbackRecord.ticket_id, FeedbackRecord.category, FeedbackRecord.suggested_category))),
+        "routed": sorted(await rows(select(FeedbackItem.ticket_id, FeedbackItem.team, FeedbackItem.product_id,
+                                           FeedbackItem.routed_because, FeedbackItem.stream_offset_seconds))),
+        "counter": (await session.execute(select(TicketNumberCounter.day, TicketNumberCounter.last))).all(),
+    }
+
+
+def _answer(outcome: Any) -> tuple[Any, ...]:
+    if isinstance(outcome, Opened):
+        return ("ticket", outcome.ticket.number, outcome.created)
+    assert isinstance(outcome, DomainError)
+    return ("error", type(outcome).__name__, [e.field for e in outcome.errors])
+
+
+async def _one_by_one(sessionmaker: Any, clock: Any, settings: Any, bodies: list[TicketIn]) -> list[tuple[Any, ...]]:
+    answers = []
+    for body in bodies:
+        async with sessionmaker() as session:
+            (outcome,) = await IntakeService(session, clock, settings.zone).open_tickets([IntakeRequest(body, PLATFORM)])
+            await session.commit()
+        answers.append(_answer(outcome))
+    return answers
+
+
+async def _as_one_batch(sessionmaker: Any, clock: Any, settings: Any, bodies: list[TicketIn]) -> list[tuple[Any, ...]]:
+    async with sessionmaker() as session:
+        outcomes = await IntakeService(session, clock, settings.zone).open_tickets([IntakeRequest(b, PLATFORM) for b in bodies])
+        await session.commit()
+    return [_answer(o) for o in outcomes]
+
+
+async def test_a_batch_leaves_exactly_what_the_same_requests_one_at_a_time_leave(engine, clock, settings) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    bodies = [msgspec.convert(b, TicketIn) for b in requests()]
+    results = []
+    for run in (_one_by_one, _as_one_batch):
+        await _empty_tables(engine, settings.database_url)
+        sla_service._policies.clear()
+        await _set_up(sessionmaker, clock)
+        answers = await run(sessionmaker, clock, settings, bodies)
+        async with sessionmaker() as session:
+            results.append((answers, await _snapshot(session)))
+    (answers_1, state_1), (answers_n, state_n) = results
+    assert answers_n == answers_1
+    for table in state_1:
+        assert state_n[table] == state_1[table], table
+    # The scenario really exercised what depends on order within the batch.
+    tickets = {row[0]: row for row in state_1["tickets"]}
+    queues = [row[4] for row in state_1["tickets"]]
+    assert answers_1[7] == ("error", "InvalidInput", ["order_external_id"])
+    assert answers_1[8] == ("error", "InvalidInput", ["requested_amount"])
+    assert answers_1[10] == ("ticket", answers_1[9][1], False)
+    assert queues.count("risk") == 2  # the 4th and 5th request of C-1
+    general = [row for row in state_1["tickets"] if row[4] == "general"]
+    assert [row[6] is None for row in general] == [False, True, True]  # loads count the batch's earlier tickets
+    decisions = {row[0]: row[1:3] for row in state_1["decisions"]}
+    assert decisions[answers_1[9][1]] == ("approve", "refund_before_shipment")
+    assert decisions[answers_1[12][1]] == ("fast_refund", "fast_quality_refund")
+    assert tickets[answers_1[12][1]][2] == "refunding"
+    on_repeat = [row for row in state_1["routed"] if "≥ 3" in row[3]]
+    assert len(on_repeat) == 2  # fit.size on P-TEE from its 3rd request in 30 days on (of 4 in the batch)
+
+
+async def _post(client: Any, tokens: Any, body: dict[str, Any], key: str | None = None) -> Any:
+    headers = {**tokens["integration"], **({"Idempotency-Key": key} if key else {})}
+    return await client.post("/api/v1/tickets", json=body, headers=headers)
+
+
+@pytest.fixture()
+async def scenario(engine, clock) -> None:
+    await _set_up(create_sessionmaker(engine), clock)
+
+
+@pytest.fixture()
+async def concurrent(app: Any) -> Any:
+    """A client whose requests really run at the same time in this event loop (the test client
+    hands each request to its own portal, one after the other)."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+
+
+async def test_concurrent_posts_are_written_in_batches_each_with_its_own_answer(app, concurrent, tokens, scenario) -> None:
+    client = concurrent
+    bodies = requests()
+    keyed = ticket_body("O-5", **EXCHANGE)
+    calls = [_post(client, tokens, body) for body in bodies] + [
+        _post(client, tokens, keyed, key="K-1"),
+        _post(client, tokens, keyed, key="K-1"),  # the same request twice at once: one ticket, one replay
+        _post(client, tokens, ticket_body("O-6"), key="x" * 201),  # a key too long
+    ]
+    responses = await asyncio.gather(*calls)
+    queue = app.state.intake_queue
+    assert queue.largest > 1, "concurrent requests must be written together"
+    statuses = [r.status_code for r in responses]
+    assert statuses[7] == statuses[8] == 422
+    assert responses[7].json()["errors"][0]["field"] == "order_external_id"
+    # Concurrent requests have no order: either of the two with external_id EXT-1 opens the ticket.
+    assert sorted([statuses[9], statuses[10]]) == [200, 201]
+    assert responses[10].json()["number"] == responses[9].json()["number"]
+    first, second, too_long = responses[13:]
+    assert sorted([first.status_code, second.status_code]) == [201, 201]
+    assert first.json()["number"] == second.json()["number"]
+    assert [first.headers.get("idempotent-replayed"), second.headers.get("idempotent-replayed")].count("true") == 1
+    assert too_long.status_code == 422
+    created = [r.json()["number"] for r in responses if r.status_code == 201]
+    assert len(created) == 12 and len(set(created)) == 11  # the replay repeats its first answer
+    # Every answer is the whole chain, as one at a time.
+    for r in responses:
+        if r.status_code in (200, 201):
+            assert r.json()["order"]["external_id"] and r.json()["timeline"]
+    # A later replay of the key still answers from what the batch stored.
+    again = await _post(client, tokens, keyed, key="K-1")
+    assert again.status_code == 201 and again.json()["number"] == first.json()["number"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    reused = await _post(client, tokens, {**keyed, "description": "另一个"}, key="K-1")
+    assert reused.status_code == 422 and "Idempotency-Key" in reused.json()["detail"]
+
+
+async def test_a_batch_that_fails_as_a_whole_is_answered_one_by_one(app, concurrent, tokens, scenario, monkeypatch) -> None:
+    client = concurrent
+    failures = []
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        failures.append(len(args[3]))
+        raise RuntimeError("the batch could not be written")
+
+    monkeypatch.setattr(intake_queue, "answer_batch", broken)
+    bodies = [ticket_body("O-1"), ticket_body("O-404"), ticket_body("O-5", **EXCHANGE), ticket_body("O-6", **EXCHANGE)]
+    responses = await asyncio.gather(*(_post(client, tokens, body, key=f"F-{i}") for i, body in enumerate(bodies)))
+    assert failures, "the requests were batched"
+    assert [r.status_code for r in responses] == [201, 422, 201, 201]
+    replay = await _post(client, tokens, bodies[0], key="F-0")
+    assert replay.status_code == 201 and replay.json()["number"] == responses[0].json()["number"]
