@@ -41,8 +41,12 @@ async def _main(args: argparse.Namespace) -> None:
     def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
         started[id(cursor)] = time.perf_counter()
 
+    shapes: dict[str, int] = {}
+
     def after(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
         stats["statements"] += 1
+        shape = " ".join(statement.split())[:110]
+        shapes[shape] = shapes.get(shape, 0) + 1
         stats["db_seconds"] += time.perf_counter() - started.pop(id(cursor), time.perf_counter())
 
     # SQLite GETs run on a separate read engine (deferred transactions): count both.
@@ -58,7 +62,7 @@ async def _main(args: argparse.Namespace) -> None:
     async with app.lifespan() if hasattr(app, "lifespan") and callable(getattr(app, "lifespan")) else _null():
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             if args.intake:
-                send = await _intake_sender(app, client, headers, args.n + 5)
+                send = await _intake_sender(app, client, headers, (args.n + 5) * args.batch, args.batch)
             elif args.tracking:
                 send = await _tracking_sender(app, client, headers)
             else:
@@ -66,6 +70,7 @@ async def _main(args: argparse.Namespace) -> None:
             for _ in range(5):
                 await send()
             stats.update(statements=0, db_seconds=0.0)
+            shapes.clear()
             prof = cProfile.Profile()
             t0 = time.perf_counter()
             if not args.time_only:
@@ -75,9 +80,14 @@ async def _main(args: argparse.Namespace) -> None:
             prof.disable()
             wall = time.perf_counter() - t0
     what = "POST /api/v1/tickets" if args.intake else "POST /api/v1/tracking-events (500)" if args.tracking else f"GET {args.path}"
-    print(f"{args.n} × {what}: {wall / args.n * 1000:.2f} ms per request, "
+    if args.batch > 1:
+        what += f" × {args.batch} at once"
+    print(f"{args.n} × {what}: {wall / args.n * 1000:.2f} ms per step, "
           f"{stats['statements'] / args.n:.1f} SQL statements per request, "
           f"{stats['db_seconds'] / args.n * 1000:.2f} ms of it waiting on the database")
+    if args.statements:
+        for shape, count in sorted(shapes.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"{count / args.n:8.1f}  {shape}")
     if not args.time_only:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
@@ -92,8 +102,9 @@ def _getter(client: Any, headers: dict[str, str], path: str) -> Any:
     return send
 
 
-async def _intake_sender(app: Any, client: Any, headers: dict[str, str], n: int) -> Any:
-    """POST /api/v1/tickets for n different delivered orders (one item each), as the intake scenario does."""
+async def _intake_sender(app: Any, client: Any, headers: dict[str, str], n: int, batch: int = 1) -> Any:
+    """POST /api/v1/tickets for n different delivered orders (one item each), as the intake scenario does;
+    `batch` requests at once per send (they are written as one batch: group commit)."""
     from sqlalchemy import select
 
     from aftersales.orders.models import Order, OrderItem
@@ -107,13 +118,16 @@ async def _intake_sender(app: Any, client: Any, headers: dict[str, str], n: int)
         )).all()
     bodies = iter(rows)
 
-    async def send() -> None:
+    async def post_one() -> None:
         external_id, sku = next(bodies)
         body = {"order_external_id": external_id, "kind": "return_refund", "reason_code": "quality.defect",
                 "items": [{"sku": sku, "quantity": 1}], "requested_amount": "1.00", "description": "profile"}
         r = await client.post("/api/v1/tickets", json=body, headers=headers)
         if r.status_code != 201:
             raise RuntimeError(f"{r.status_code} {r.text[:300]}")
+
+    async def send() -> None:
+        await asyncio.gather(*(post_one() for _ in range(batch)))
 
     return send
 
@@ -165,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sort", default="cumulative")
     p.add_argument("--top", type=int, default=35)
     p.add_argument("--time-only", action="store_true", help="no cProfile: the time per request without its overhead")
+    p.add_argument("--statements", action="store_true", help="print the commonest SQL statements per step")
+    p.add_argument("--batch", type=int, default=1, help="with --intake: requests sent at once per step (group commit)")
     asyncio.run(_main(p.parse_args(argv)))
     return 0
 

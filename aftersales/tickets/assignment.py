@@ -34,6 +34,7 @@ class AssignmentService:
         self.batch_ids: list[int] = []  # the fresh tickets: counted through _given, not read back
         self._loads: dict[str, list[tuple[int, int]]] = {}
         self._given: Counter[int] = Counter()
+        self._queues: dict[str, Queue | None] = {}
 
     async def queues_of(self, user_id: int) -> list[str]:
         query = select(QueueMember.queue_key).join(Queue, Queue.key == QueueMember.queue_key).where(
@@ -92,7 +93,7 @@ class AssignmentService:
 
     async def auto_assign(self, ticket: Ticket, by: Principal) -> int | None:
         """Give the ticket to the member of its queue with the fewest open tickets, under the cap."""
-        queue = await self.session.get(Queue, ticket.queue) if ticket.queue else None
+        queue = await self._queue(ticket.queue) if ticket.queue else None
         if queue is None or not queue.auto_assign:
             return None
         if self.fresh:
@@ -114,6 +115,12 @@ class AssignmentService:
         else:
             await self._set(ticket, chosen, by, "auto_assign", expected_assignee=None)
         return chosen
+
+    async def _queue(self, key: str) -> Queue | None:
+        # The identity map only holds objects someone else holds: a batch keeps its queues here.
+        if key not in self._queues or not self.fresh:
+            self._queues[key] = await self.session.get(Queue, key)
+        return self._queues[key]
 
     async def _queue_loads(self, queue_key: str, *, leave_out: list[int] | None = None) -> list[tuple[int, int]]:
         """(user_id, open tickets) of the queue's active members, fewest first."""

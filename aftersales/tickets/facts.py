@@ -39,7 +39,7 @@ class FactSources:
     history: dict[int, list[tuple[int, datetime, datetime | None, datetime | None]]] = field(default_factory=dict)
     shipped: set[int] = field(default_factory=set)
     customers: dict[int, str] = field(default_factory=dict)
-    live: dict[int, tuple[str, str]] = field(default_factory=dict)
+    live: dict[int, LiveSession] = field(default_factory=dict)  # held here, so the session's identity map keeps them
 
     def add(self, ticket: Ticket) -> None:
         self.history.setdefault(ticket.customer_id, []).append((ticket.id, ticket.requested_at, None, None))
@@ -67,7 +67,7 @@ async def load_fact_sources(session: AsyncSession, orders: list[Order], first_at
     if session_ids:
         # Whole objects: routing feedback reads them again through the session's identity map.
         for live in (await session.execute(select(LiveSession).where(LiveSession.id.in_(session_ids)))).scalars():
-            sources.live[live.id] = (live.external_id, live.host)
+            sources.live[live.id] = live
     return sources
 
 
@@ -103,8 +103,8 @@ def intake_facts(ticket: Ticket, order: Order, claimed: list[OrderItem], tz: Zon
         "excluded": any(i.no_reason_excluded for i in items) or bool(NO_REASON_EXCLUDED_CATEGORIES & set(categories)),
         "evidence": bool(ticket.evidence_urls),
         **history,
-        "session": live[0] if live else None,
-        "host": live[1] if live else None,
+        "session": live.external_id if live else None,
+        "host": live.host if live else None,
         "customer": sources.customers.get(order.customer_id),
     }
 

@@ -14,13 +14,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
-from aftersales.db import dialect_insert
+from aftersales.db import dialect_insert, insert_pending
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.settings import existing_reasons
@@ -30,13 +30,17 @@ from aftersales.tickets import policy as policy_rules
 from aftersales.tickets import workflow
 from aftersales.tickets.assignment import AssignmentService
 from aftersales.tickets.facts import FactSources, intake_facts, load_fact_sources
-from aftersales.tickets.models import Ticket, TicketDecision, TicketItem, TicketNumberCounter
+from aftersales.feedback.models import FeedbackItem, FeedbackRecord
+from aftersales.sla.models import SlaEvent
+from aftersales.tickets.models import Ticket, TicketDecision, TicketItem, TicketNumberCounter, TimelineEvent
 from aftersales.tickets.policy_service import CurrentPolicy, PolicyService
 from aftersales.tickets.schemas import TicketIn
 from aftersales.tickets.service import TicketService
 
 # Kinds where goods move, so the request must say which items.
 KINDS_WITH_ITEMS = frozenset({"return_refund", "exchange", "reship"})
+# What a batch adds beside its tickets, in foreign-key order; nothing in the batch reads their ids.
+DEPENDENT_ROWS = (TicketItem, TimelineEvent, SlaEvent, TicketDecision, FeedbackRecord, FeedbackItem)
 # A platform clock a little ahead of ours is not an error; a request from the future is.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -162,9 +166,11 @@ class IntakeService:
         feedback = FeedbackService(self.session, self.clock, fresh=True)
         await feedback.prepare_repeats([(v.claimed() or list(v.order.items), v.request.data.reason_code, v.requested_at)
                                         for v in valid])
-        tickets = [self._new_ticket(v, number, now) for v, number in zip(valid, numbers)]
-        self.session.add_all(tickets)
-        await self.session.flush()  # one INSERT for the batch; the ids are needed below
+        # One INSERT for the batch, handing back persistent objects with their ids. Not in order (SQLite
+        # cannot promise that in one statement): each is found again by its number.
+        rows = [self._new_ticket(v, number, now) for v, number in zip(valid, numbers)]
+        by_number = {t.number: t for t in (await self.session.scalars(insert(Ticket).returning(Ticket), rows)).all()}
+        tickets = [by_number[number] for number in numbers]
         moves = TicketService(self.session, self.clock, self.tz, fresh=True)
         assignment = AssignmentService(self.session, self.clock, fresh=True)
         assignment.batch_ids = [t.id for t in tickets]
@@ -178,12 +184,13 @@ class IntakeService:
             await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
             sources.add(ticket)
             await feedback.record_ticket(ticket, entry.order, claimed)
-        await self.session.flush()
+        await insert_pending(self.session, DEPENDENT_ROWS)
+        await self.session.flush()  # the tickets' own changes: one UPDATE per set of changed columns
         return tickets
 
-    def _new_ticket(self, entry: _Valid, number: str, now: datetime) -> Ticket:
+    def _new_ticket(self, entry: _Valid, number: str, now: datetime) -> dict[str, Any]:
         data = entry.request.data
-        return Ticket(
+        return dict(
             number=number, external_id=data.external_id, order_id=entry.order.id, customer_id=entry.order.customer_id,
             kind=data.kind, reason_code=data.reason_code, status="requested", requested_amount=entry.amount,
             refunded_amount=Decimal("0"), description=data.description, evidence_urls=list(data.evidence_urls),
