@@ -79,11 +79,9 @@ def create_engine(
     """`for_writes=False` gives SQLite readers plain deferred transactions: in WAL mode they never
     wait for the write lock (PostgreSQL needs no such split)."""
     if url.startswith("sqlite"):
-        if for_writes:
-            engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-        else:
-            # Readers run their statements on the event loop itself (see aftersales.sqlite_inline).
-            engine = create_async_engine(url, echo=echo, async_creator=inline_creator(url))
+        # Statements run on the event loop itself, not on aiosqlite's thread (see aftersales.sqlite_inline);
+        # a writer waiting for the write lock waits asynchronously at BEGIN IMMEDIATE.
+        engine = create_async_engine(url, echo=echo, async_creator=inline_creator(url, timeout=0 if for_writes else 30.0))
         _configure_sqlite(engine, foreign_keys=foreign_keys, immediate=for_writes)
         return engine
     # No pool_pre_ping: it costs a round trip on every checkout (bench F7). A connection the server
@@ -101,7 +99,9 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool = True, immedia
         cursor.execute("PRAGMA synchronous=NORMAL")
         # Migrations turn this off: SQLite rebuilds a table to alter it, which would trip the keys.
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # Writers never sleep in SQLite's busy handler (it would stop the event loop): their
+        # BEGIN IMMEDIATE is retried asynchronously instead (aftersales.sqlite_inline).
+        cursor.execute(f"PRAGMA busy_timeout={0 if immediate else 30000}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

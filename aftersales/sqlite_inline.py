@@ -1,11 +1,14 @@
-"""A thread-free async face over the standard sqlite3 module, for SQLite *readers* only.
+"""A thread-free async face over the standard sqlite3 module.
 
 SQLAlchemy's aiosqlite driver runs every statement on a helper thread and wakes the event loop
-when it is done. For the short indexed reads a page makes, that hand-off (and the two threads
-fighting over the GIL when many requests are in flight) costs more than the query: about 0.2 ms
-a statement against 0.03 ms called directly (bench F16). A reader in WAL mode never waits for a
-lock, so running its statements right on the event loop blocks it no longer than the statement
-itself. Writers keep aiosqlite: they may wait for the write lock, which must not stall the loop.
+when it is done. For the short indexed statements a request makes, that hand-off (and the two
+threads fighting over the GIL when many requests are in flight) costs more than the query: about
+0.2 ms a statement against 0.03 ms called directly (bench F16), and every socket write of the
+event loop then waits for the GIL. A reader in WAL mode never waits for a lock, and a writer only
+waits once, for the write lock at BEGIN IMMEDIATE: so statements run right on the event loop,
+blocking it no longer than the statement itself, and a BEGIN IMMEDIATE that finds the database
+locked is retried after an asynchronous sleep (writers' connections have no busy timeout, which
+would stop the loop) until LOCK_WAIT_SECONDS have passed.
 
 A statement that carries OFFLOAD_MARK (`select(...).prefix_with(OFFLOAD_MARK)`) is the exception:
 the ticket chain is one statement of several milliseconds, which inline would stop every other
@@ -26,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 # An SQL comment: harmless on PostgreSQL, where statements go to the server anyway.
 OFFLOAD_MARK = "/*offload*/"
+LOCK_WAIT_SECONDS = 30.0
 
 class _RunNow:
     """Stands in for aiosqlite's request queue (SQLAlchemy sets isolation_level through it)."""
@@ -74,9 +78,25 @@ class InlineCursor:
         self._rows = None
         if OFFLOAD_MARK in sql[:40]:
             self._rows = await asyncio.to_thread(self._run_whole, sql, parameters)
+        elif sql.startswith("BEGIN IMMEDIATE"):
+            await self._take_write_lock(sql)
         else:
             self._cursor.execute(sql, parameters)
         return self
+
+    async def _take_write_lock(self, sql: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT_SECONDS
+        pause = 0.001
+        while True:
+            try:
+                self._cursor.execute(sql)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _run_whole(self, sql: str, parameters: Any) -> list[Any]:
         # sqlite3 steps through the rows as they are fetched: fetch them here too, off the loop.
