@@ -7,10 +7,12 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event, insert, inspect
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, String, event, insert, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from aftersales.clock import ensure_utc
@@ -71,6 +73,38 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON()
+
+
+class unindexed(FunctionElement[Any]):
+    """The column itself, spelled so that no index on it can serve the condition (`+column` on
+    SQLite, `(column || '')`, `(column + 0)` or `(column + interval '0 seconds')` on PostgreSQL): a filter must not drive the query.
+    Left alone, the planners pick e.g. ix_tickets_kind (every exchange ever, or a bitmap of it) over
+    the partial index of open tickets or the period's range, and the cost grows with the history."""
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "postgresql")
+def _unindexed_postgresql(element: unindexed, compiler: Any, **kw: Any) -> str:
+    column = str(compiler.process(element.clauses, **kw))
+    kind = getattr(element.type, "impl", element.type)
+    if isinstance(kind, String):
+        return f"({column} || '')"
+    return f"({column} + interval '0 seconds')" if isinstance(kind, DateTime) else f"({column} + 0)"
 
 
 def create_engine(

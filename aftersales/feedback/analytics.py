@@ -8,9 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aftersales.db import unindexed
 from aftersales.feedback.stats import Candidate, detect
 from aftersales.orders.models import LiveSession, Order, OrderItem
 from aftersales.sqlite_inline import OFFLOAD_MARK
@@ -41,12 +42,19 @@ async def return_rates(session: AsyncSession, start: datetime, end: datetime, gr
     return _rates(sold, returned, limit)
 
 
+def _with_sessions(query: Select[Any], cols: list[Any]) -> Select[Any]:
+    """The live session only where the grouping shows it: a join per order costs a fifth of the query."""
+    if any(getattr(col, "table", None) is LiveSession.__table__ for col in cols):
+        return query.outerjoin(LiveSession, LiveSession.id == Order.live_session_id)
+    return query
+
+
 async def _sold(session: AsyncSession, start: datetime, end: datetime, cols: list[Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
     query = (
-        select(*cols, func.min(OrderItem.product_name).label("name"), func.sum(OrderItem.quantity).label("units"),
-               func.sum(OrderItem.quantity * OrderItem.unit_price).label("amount"))
-        .join(Order, Order.id == OrderItem.order_id)
-        .outerjoin(LiveSession, LiveSession.id == Order.live_session_id)
+        _with_sessions(
+            select(*cols, func.min(OrderItem.product_name).label("name"), func.sum(OrderItem.quantity).label("units"),
+                   func.sum(OrderItem.quantity * OrderItem.unit_price).label("amount"))
+            .join(Order, Order.id == OrderItem.order_id), cols)
         .where(Order.placed_at >= start, Order.placed_at < end)
         .group_by(*cols)
         .prefix_with(OFFLOAD_MARK)  # a period's every order: seconds on SQLite, kept off the event loop
@@ -75,8 +83,12 @@ async def _returned(session: AsyncSession, start: datetime, end: datetime, cols:
         .join(Ticket, Ticket.id == TicketItem.ticket_id)
         .join(OrderItem, OrderItem.id == TicketItem.order_item_id)
         .join(Order, Order.id == OrderItem.order_id)
-        .outerjoin(LiveSession, LiveSession.id == Order.live_session_id)
-        .where(Order.placed_at >= start, Order.placed_at < end)
+    )
+    # Driven by the period's requests (a request never precedes its order, so none is lost): about half
+    # the rows of walking every order item placed in the period to look for its tickets.
+    query = (
+        _with_sessions(query, keys)
+        .where(unindexed(Order.placed_at) >= start, unindexed(Order.placed_at) < end, Ticket.requested_at >= start)
         .group_by(*keys)
         .prefix_with(OFFLOAD_MARK)
     )

@@ -16,14 +16,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import ColumnElement, Select, String, and_, case, func, literal, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
 from aftersales import i18n
 from aftersales.auth.models import User
 from aftersales.clock import SystemClock, ensure_utc
+from aftersales.db import unindexed
 from aftersales.feedback.taxonomy import reason_label
 from aftersales.labels import label
 from aftersales.orders.models import LiveSession, Order, OrderItem
@@ -185,35 +184,6 @@ def _sorted_numbers(raw: Any) -> list[float]:
 
 def _count(condition: ColumnElement[bool]) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
-class unindexed(FunctionElement[Any]):
-    """The column itself, spelled so that no index on it can serve the condition (`+column` on
-    SQLite, `(column || '')` or `(column + 0)` on PostgreSQL): a filter must not drive the query.
-    Left alone, the planners pick e.g. ix_tickets_kind (every exchange ever, or a bitmap of it) over
-    the partial index of open tickets or the period's range, and the cost grows with the history."""
-
-    inherit_cache = True
-
-    def __init__(self, column: Any) -> None:
-        super().__init__(column)
-        self.type = column.type
-
-
-@compiles(unindexed)
-def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.clauses, **kw))
-
-
-@compiles(unindexed, "sqlite")
-def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
-    return "+" + str(compiler.process(element.clauses, **kw))
-
-
-@compiles(unindexed, "postgresql")
-def _unindexed_postgresql(element: unindexed, compiler: Any, **kw: Any) -> str:
-    column = str(compiler.process(element.clauses, **kw))
-    return f"({column} || '')" if isinstance(element.type, String) else f"({column} + 0)"
 
 
 # Open tickets, as the partial indexes ix_tickets_open / ix_tickets_open_requested (migration 0007)

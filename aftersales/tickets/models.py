@@ -38,6 +38,8 @@ class Ticket(Base):
               sqlite_where=text(OPEN_TICKET_SQL), postgresql_where=text(OPEN_TICKET_SQL)),
         Index("ix_tickets_open_requested", "requested_at", "id",
               sqlite_where=text(OPEN_TICKET_SQL), postgresql_where=text(OPEN_TICKET_SQL)),
+        # A reason's recent tickets (intake's repeat counts) and lookups by reason alone.
+        Index("ix_tickets_reason_requested", "reason_code", "requested_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -47,7 +49,7 @@ class Ticket(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16), index=True)
-    reason_code: Mapped[str] = mapped_column(String(64), index=True)
+    reason_code: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32))
     requested_amount: Mapped[Decimal] = mapped_column(Money)
     refunded_amount: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
