@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import make_transient_to_detached, selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
@@ -166,15 +166,16 @@ class IntakeService:
         feedback = FeedbackService(self.session, self.clock, fresh=True)
         await feedback.prepare_repeats([(v.claimed() or list(v.order.items), v.request.data.reason_code, v.requested_at)
                                         for v in valid])
-        # One INSERT for the batch, handing back persistent objects with their ids. Not in order (SQLite
-        # cannot promise that in one statement): each is found again by its number.
-        rows = [self._new_ticket(v, number, now) for v, number in zip(valid, numbers)]
-        by_number = {t.number: t for t in (await self.session.scalars(insert(Ticket).returning(Ticket), rows)).all()}
-        tickets = [by_number[number] for number in numbers]
+        # The tickets are built whole in memory and written once, in their final state, with ids
+        # taken up front: an INSERT then an UPDATE of every new row maintained each index twice.
+        ids = await self._new_ids(len(valid))
+        tickets = [Ticket(id=ticket_id, **self._new_ticket(v, number, now)) for ticket_id, v, number in zip(ids, valid, numbers)]
         moves = TicketService(self.session, self.clock, self.tz, fresh=True)
         assignment = AssignmentService(self.session, self.clock, fresh=True)
-        assignment.batch_ids = [t.id for t in tickets]
+        assignment.batch_ids = ids
         current = await PolicyService(self.session, self.clock).current()
+        # Settled before any row is pending: creating the default SLA policy flushes the session.
+        await moves.sla.ensure_default_policy()
         for entry, ticket in zip(valid, tickets):
             data, claimed = entry.request.data, entry.claimed()
             for item, ordered in zip(data.items, claimed):
@@ -184,9 +185,21 @@ class IntakeService:
             await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
             sources.add(ticket)
             await feedback.record_ticket(ticket, entry.order, claimed)
-        await insert_pending(self.session, DEPENDENT_ROWS)
-        await self.session.flush()  # the tickets' own changes: one UPDATE per set of changed columns
+        self.session.add_all(tickets)
+        await insert_pending(self.session, (Ticket, *DEPENDENT_ROWS))
+        for ticket in tickets:  # back in the session as the rows they now are
+            make_transient_to_detached(ticket)
+            self.session.add(ticket)
         return tickets
+
+    async def _new_ids(self, count: int) -> list[int]:
+        if self.session.get_bind().dialect.name == "postgresql":
+            rows = await self.session.execute(
+                text("SELECT nextval(pg_get_serial_sequence('tickets', 'id')) FROM generate_series(1, :n)"), {"n": count})
+            return sorted(row[0] for row in rows)
+        # SQLite: this transaction holds the write lock (BEGIN IMMEDIATE), so nobody else takes these.
+        last = await self.session.scalar(select(func.max(Ticket.id))) or 0
+        return list(range(last + 1, last + count + 1))
 
     def _new_ticket(self, entry: _Valid, number: str, now: datetime) -> dict[str, Any]:
         data = entry.request.data
