@@ -182,6 +182,19 @@ async def insert_pending(session: AsyncSession, models: tuple[type[Any], ...]) -
         await session.execute(insert(model).execution_options(render_nulls=True), _same_keys(model, rows))
 
 
+def set_defaults(obj: Any) -> None:
+    """Set every column attribute not given yet to its Python default (or None), as the INSERT
+    would: an object attached after a bulk INSERT (make_transient_to_detached) then has nothing
+    left to load lazily, which async sessions cannot do."""
+    state = inspect(obj).dict
+    for column in obj.__table__.columns:
+        key = column.key
+        if key in state or column.primary_key:
+            continue
+        default = column.default
+        setattr(obj, key, None if default is None else (default.arg(None) if default.is_callable else default.arg))
+
+
 def _same_keys(model: type[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give every row the same keys (a missing one gets the column's default) so that the rows go
     out as one executemany: SQLAlchemy starts a new statement whenever the keys change."""

@@ -20,7 +20,7 @@ from sqlalchemy.orm import make_transient_to_detached, selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
-from aftersales.db import dialect_insert, insert_pending
+from aftersales.db import dialect_insert, insert_pending, set_defaults
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.settings import existing_reasons
@@ -185,6 +185,8 @@ class IntakeService:
             await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
             sources.add(ticket)
             await feedback.record_ticket(ticket, entry.order, claimed)
+        for ticket in tickets:
+            set_defaults(ticket)
         self.session.add_all(tickets)
         await insert_pending(self.session, (Ticket, *DEPENDENT_ROWS))
         for ticket in tickets:  # back in the session as the rows they now are
