@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ def serve(host: str | None, port: int | None, workers: int, do_migrate: bool) ->
     host = host or settings.host
     port = port or settings.port
     click.echo(f"aftersales listening on http://{host}:{port}  (database: {_safe_url(settings.database_url)})")
+    os.environ.setdefault("AFTERSALES_GC_FREEZE", "true")
     uvicorn.run(
         "aftersales.app:create_app", factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False, lifespan="on",

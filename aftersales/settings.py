@@ -35,9 +35,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # polls itself every 30 s per open browser); each answer says when its figures were read. 0 disables.
     sla_report_cache_seconds: float = 15.0
     sql_echo: bool = False
+    # Freeze what exists at start-up out of the garbage collector's reach (`aftersales serve` sets it;
+    # off by default so that test processes, which build many apps, do not keep them all).
+    gc_freeze: bool = False
     # Ticket intake requests arriving together are written as one batch of at most this many
     # (group commit, bench F5); a lone request is still written at once.
     intake_batch_max: int = 128
+    # On PostgreSQL, intake batches written at the same time per process (SQLite: always 1).
+    intake_parallel_batches: int = 3
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":

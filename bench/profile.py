@@ -41,13 +41,15 @@ async def _main(args: argparse.Namespace) -> None:
     def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
         started[id(cursor)] = time.perf_counter()
 
-    shapes: dict[str, int] = {}
+    shapes: dict[str, tuple[int, float]] = {}
 
     def after(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
         stats["statements"] += 1
-        shape = " ".join(statement.split())[:110]
-        shapes[shape] = shapes.get(shape, 0) + 1
-        stats["db_seconds"] += time.perf_counter() - started.pop(id(cursor), time.perf_counter())
+        took = time.perf_counter() - started.get(id(cursor), time.perf_counter())
+        shape = " ".join(statement.split())[:100]
+        count, seconds = shapes.get(shape, (0, 0.0))
+        shapes[shape] = (count + 1, seconds + took)
+        stats["db_seconds"] += time.perf_counter() - started.get(id(cursor), time.perf_counter())
 
     # SQLite GETs run on a separate read engine (deferred transactions): count both.
     engines = {id(e): e for e in (engine, app.state.read_sessionmaker.kw.get("bind") or engine)}.values()
@@ -86,8 +88,9 @@ async def _main(args: argparse.Namespace) -> None:
           f"{stats['statements'] / args.n:.1f} SQL statements per request, "
           f"{stats['db_seconds'] / args.n * 1000:.2f} ms of it waiting on the database")
     if args.statements:
-        for shape, count in sorted(shapes.items(), key=lambda kv: -kv[1])[:25]:
-            print(f"{count / args.n:8.1f}  {shape}")
+        print("  per step  ms/step  statement")
+        for shape, (count, seconds) in sorted(shapes.items(), key=lambda kv: -kv[1][1])[:25]:
+            print(f"{count / args.n:8.1f}  {seconds / args.n * 1000:7.2f}  {shape}")
     if not args.time_only:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)

@@ -59,13 +59,17 @@ _ON_ITS_OWN = object()
 
 
 class IntakeQueue:
-    def __init__(self, open_session: OpenSession, clock: Clock, zone: ZoneInfo, *, max_batch: int = 128) -> None:
+    def __init__(self, open_session: OpenSession, clock: Clock, zone: ZoneInfo, *, max_batch: int = 128,
+                 parallel: int = 1) -> None:
+        """`parallel`: batches written at the same time. SQLite has one writer, so 1; on PostgreSQL a
+        batch spends much of its time waiting for the server's answers, and others can use it."""
         self.open_session = open_session
         self.clock = clock
         self.zone = zone
         self.max_batch = max_batch
+        self.parallel = parallel
         self._pending: list[tuple[IntakeCall, asyncio.Future[IntakeAnswer]]] = []
-        self._runner: asyncio.Task[None] | None = None
+        self._runners: set[asyncio.Task[None]] = set()
         self.batches = 0  # written so far, for tests and diagnosis
         self.largest = 0
 
@@ -73,8 +77,11 @@ class IntakeQueue:
         """The request's answer; raises the request's own error (a DomainError is its 4xx)."""
         future: asyncio.Future[IntakeAnswer] = asyncio.get_running_loop().create_future()
         self._pending.append((call, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._drain())
+        # A finished runner leaves the set only in a callback a moment later: count the live ones.
+        if sum(not runner.done() for runner in self._runners) < self.parallel:
+            runner = asyncio.create_task(self._drain())
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
         return await future
 
     async def _drain(self) -> None:
