@@ -11,9 +11,10 @@ locked is retried after an asynchronous sleep (writers' connections have no busy
 would stop the loop) until LOCK_WAIT_SECONDS have passed.
 
 A statement that carries OFFLOAD_MARK (`select(...).prefix_with(OFFLOAD_MARK)`) is the exception:
-the ticket chain is one statement of several milliseconds, which inline would stop every other
-request for that long, while on a thread it runs beside the loop on the second core (sqlite3
-releases the GIL while it steps). It is executed and fetched whole on a worker thread.
+the ticket chain is one statement of several milliseconds, analytics and simulation take seconds;
+inline they would stop every other request for that long, while on a thread they run beside the
+loop on the second core (sqlite3 releases the GIL while it steps). Such a statement is executed, and
+its rows fetched, on a worker thread, part by part, so a streamed result stays a stream.
 
 The classes mimic the parts of aiosqlite's interface that SQLAlchemy's adapter calls.
 """
@@ -45,7 +46,7 @@ class _RunNow:
 class InlineCursor:
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
-        self._rows: list[Any] | None = None  # an offloaded statement's whole result
+        self._offloaded = False  # the current statement steps on a worker thread
 
     async def __aenter__(self) -> InlineCursor:
         return self
@@ -75,9 +76,9 @@ class InlineCursor:
 
     async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
         parameters = parameters if parameters is not None else ()
-        self._rows = None
-        if OFFLOAD_MARK in sql[:40]:
-            self._rows = await asyncio.to_thread(self._run_whole, sql, parameters)
+        self._offloaded = OFFLOAD_MARK in sql[:40]
+        if self._offloaded:
+            await asyncio.to_thread(self._cursor.execute, sql, parameters)
         elif sql.startswith("BEGIN IMMEDIATE"):
             await self._take_write_lock(sql)
         else:
@@ -98,30 +99,26 @@ class InlineCursor:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def _run_whole(self, sql: str, parameters: Any) -> list[Any]:
-        # sqlite3 steps through the rows as they are fetched: fetch them here too, off the loop.
-        return self._cursor.execute(sql, parameters).fetchall()
-
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
         self._cursor.executemany(sql, parameters)
         return self
 
+    # sqlite3 steps through the rows as they are fetched: an offloaded statement's fetches run on the
+    # worker thread too.
     async def fetchone(self) -> Any:
-        if self._rows is not None:
-            return self._rows.pop(0) if self._rows else None
+        if self._offloaded:
+            return await asyncio.to_thread(self._cursor.fetchone)
         return self._cursor.fetchone()
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         size = size if size is not None else self._cursor.arraysize
-        if self._rows is not None:
-            taken, self._rows = self._rows[:size], self._rows[size:]
-            return taken
+        if self._offloaded:
+            return await asyncio.to_thread(self._cursor.fetchmany, size)
         return self._cursor.fetchmany(size)
 
     async def fetchall(self) -> list[Any]:
-        if self._rows is not None:
-            taken, self._rows = self._rows, []
-            return taken
+        if self._offloaded:
+            return await asyncio.to_thread(self._cursor.fetchall)
         return self._cursor.fetchall()
 
     async def close(self) -> None:

@@ -136,7 +136,7 @@ class Maker:
             "kind": kind,
             "reason_code": reason,
             "items": [{"sku": sku, "quantity": 1}] if kind != "complaint" else [],
-            "requested_amount": "1.00" if kind != "complaint" else "0.00",
+            "requested_amount": "0.01" if kind != "complaint" else "0.00",
             "description": "直播间买的，收到有问题，申请售后 (bench)",
             "evidence_urls": ["https://img.example.com/bench/1.jpg"],
         }
