@@ -6,7 +6,9 @@ targets, so two app instances share the load) and sends its next request as soon
 answer is complete (closed loop). Requests started during the warm-up are not recorded; requests
 started during the measured window are, including the ones that finish just after it.
 
-A request is an error when the connection fails or the status is not the expected one.
+A request is an error when the connection fails or the status is not the expected one. An answer
+marked `Idempotent-Replayed` counts as status -N (an error): every intake request carries a fresh key,
+so a replay means the run measured stored answers instead of intakes.
 
 Kinds of scenario (spec["kind"]):
 - get: GET a random path of spec["paths"];
@@ -46,6 +48,7 @@ class Conn(asyncio.Protocol):
         self.body: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.replayed = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -64,13 +67,19 @@ class Conn(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.body = []
+        self.replayed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"idempotent-replayed":
+            self.replayed = True
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.fut is not None and not self.fut.done():
-            self.fut.set_result((self.parser.get_status_code(), b"".join(self.body)))
+            status = self.parser.get_status_code()
+            self.fut.set_result((-status if self.replayed else status, b"".join(self.body)))
 
     def _fail(self, exc: Exception) -> None:
         if self.fut is not None and not self.fut.done():
