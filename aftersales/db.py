@@ -168,8 +168,11 @@ async def insert_pending(session: AsyncSession, models: tuple[type[Any], ...]) -
     order they were added, without reading their ids back. The unit of work inserts such rows one
     statement each when it must learn their keys (bench F5: 500 INSERTs for a 64-ticket intake
     batch). For rows nothing else in the transaction refers to; they leave the session."""
+    by_model: dict[type[Any], list[Any]] = {}
+    for obj in session.new:
+        by_model.setdefault(type(obj), []).append(obj)
     for model in models:
-        pending = sorted((obj for obj in session.new if type(obj) is model), key=lambda obj: inspect(obj).insert_order)
+        pending = sorted(by_model.get(model, ()), key=lambda obj: inspect(obj).insert_order)
         if not pending:
             continue
         columns = [attr.key for attr in inspect(model).column_attrs]
@@ -189,10 +192,16 @@ def set_defaults(obj: Any) -> None:
     state = inspect(obj).dict
     for column in obj.__table__.columns:
         key = column.key
-        if key in state or column.primary_key:
-            continue
-        default = column.default
-        setattr(obj, key, None if default is None else (default.arg(None) if default.is_callable else default.arg))
+        if key not in state and not column.primary_key:
+            setattr(obj, key, _python_default(column))
+
+
+def _python_default(column: Any) -> Any:
+    """The value an INSERT leaving the column out would give it on the Python side (None if none)."""
+    default = column.default
+    if default is None:
+        return None
+    return default.arg(None) if default.is_callable else default.arg
 
 
 def _same_keys(model: type[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -204,8 +213,7 @@ def _same_keys(model: type[Any], rows: list[dict[str, Any]]) -> list[dict[str, A
         column = model.__table__.c[key]
         if column.server_default is not None:
             return rows  # only the database knows this default: leave the rows as they are
-        default = column.default
-        fill[key] = None if default is None else (default.arg(None) if default.is_callable else default.arg)
+        fill[key] = _python_default(column)
     return [{**fill, **row} if len(row) < len(keys) else row for row in rows]
 
 

@@ -31,7 +31,6 @@ class AssignmentService:
         self.session = session
         self.clock = clock
         self.fresh = fresh
-        self.batch_ids: list[int] = []  # the fresh tickets: counted through _given, not read back
         self._loads: dict[str, list[tuple[int, int]]] = {}
         self._given: Counter[int] = Counter()
         self._queues: dict[str, Queue | None] = {}
@@ -98,7 +97,8 @@ class AssignmentService:
             return None
         if self.fresh:
             if queue.key not in self._loads:
-                self._loads[queue.key] = await self._queue_loads(queue.key, leave_out=self.batch_ids)
+                # The batch's tickets are written after it is decided, so this reads only earlier ones.
+                self._loads[queue.key] = await self._queue_loads(queue.key)
             # Loads as the query would read them had the batch's earlier tickets come one by one.
             loads = sorted(((user_id, n + self._given[user_id]) for user_id, n in self._loads[queue.key]),
                            key=lambda entry: (entry[1], entry[0]))
@@ -122,11 +122,9 @@ class AssignmentService:
             self._queues[key] = await self.session.get(Queue, key)
         return self._queues[key]
 
-    async def _queue_loads(self, queue_key: str, *, leave_out: list[int] | None = None) -> list[tuple[int, int]]:
+    async def _queue_loads(self, queue_key: str) -> list[tuple[int, int]]:
         """(user_id, open tickets) of the queue's active members, fewest first."""
         counted = (Ticket.assignee_id == QueueMember.user_id) & Ticket.status.in_(WORKABLE)
-        if leave_out:
-            counted &= Ticket.id.not_in(leave_out)
         load = (
             select(QueueMember.user_id, func.count(Ticket.id).label("open"))
             .join(User, User.id == QueueMember.user_id)

@@ -172,7 +172,6 @@ class IntakeService:
         tickets = [Ticket(id=ticket_id, **self._new_ticket(v, number, now)) for ticket_id, v, number in zip(ids, valid, numbers)]
         moves = TicketService(self.session, self.clock, self.tz, fresh=True)
         assignment = AssignmentService(self.session, self.clock, fresh=True)
-        assignment.batch_ids = ids
         current = await PolicyService(self.session, self.clock).current()
         # Settled before any row is pending: creating the default SLA policy flushes the session.
         await moves.sla.ensure_default_policy()
