@@ -163,17 +163,40 @@ def dialect_insert(session: AsyncSession, model: Any) -> Any:
     return insert(model)
 
 
+# session.info key: the rows add_row keeps while a batch is being built (see collect_rows).
+_COLLECTED = "aftersales.collected_rows"
+
+
+def collect_rows(session: AsyncSession) -> None:
+    """From now until insert_pending, add_row keeps new rows as plain values instead of ORM objects."""
+    session.info[_COLLECTED] = {}
+
+
+def add_row(session: AsyncSession, model: type[Any], **values: Any) -> None:
+    """Add a new row that nothing in this transaction reads back (timeline, SLA events, ...).
+    While a batch collects rows they stay plain values until insert_pending writes them: an ORM
+    object costs tens of microseconds to build, track and take apart again, and an intake batch
+    makes ~9 per ticket (bench F5). Otherwise it is an ORM object as usual."""
+    collected = session.info.get(_COLLECTED)
+    if collected is None:
+        session.add(model(**values))
+    else:
+        collected.setdefault(model, []).append(values)
+
+
 async def insert_pending(session: AsyncSession, models: tuple[type[Any], ...]) -> None:
-    """Write the session's new objects of `models` as one executemany INSERT per table, in the
-    order they were added, without reading their ids back. The unit of work inserts such rows one
-    statement each when it must learn their keys (bench F5: 500 INSERTs for a 64-ticket intake
-    batch). For rows nothing else in the transaction refers to; they leave the session."""
+    """Write the session's new objects of `models`, and the rows collected since collect_rows, as
+    one executemany INSERT per table, in the order they were added, without reading their ids
+    back. The unit of work inserts such rows one statement each when it must learn their keys
+    (bench F5: 500 INSERTs for a 64-ticket intake batch). For rows nothing else in the transaction
+    refers to; the objects leave the session."""
     by_model: dict[type[Any], list[Any]] = {}
     for obj in session.new:
         by_model.setdefault(type(obj), []).append(obj)
+    collected = session.info.pop(_COLLECTED, None) or {}
     for model in models:
         pending = sorted(by_model.get(model, ()), key=lambda obj: inspect(obj).insert_order)
-        if not pending:
+        if not pending and not collected.get(model):
             continue
         columns = [attr.key for attr in inspect(model).column_attrs]
         rows = []
@@ -181,6 +204,7 @@ async def insert_pending(session: AsyncSession, models: tuple[type[Any], ...]) -
             state = inspect(obj).dict
             rows.append({key: state[key] for key in columns if key in state})
             session.expunge(obj)
+        rows.extend(collected.get(model, ()))
         # render_nulls: an ORM bulk INSERT otherwise leaves out None values, which splits it again.
         await session.execute(insert(model).execution_options(render_nulls=True), _same_keys(model, rows))
 

@@ -82,7 +82,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                 "sla_due_at", "sla_policy_id", "first_response_due_at", "sla_elapsed_seconds", "sla_running_since",
                 "sla_next_alert_at", "sla_alerts_fired", "resolution_seconds", "resolution_met", "first_response_seconds",
                 "first_response_met", "resolution_breached", "policy_version"),
-    "ticket_items": ("id", "ticket_id", "order_item_id", "sku", "quantity"),
+    "ticket_items": ("id", "ticket_id", "order_item_id", "sku", "quantity", "product_id", "reason_code", "requested_at"),
     "ticket_events": ("id", "ticket_id", "at", "actor", "action", "from_status", "to_status", "note", "data"),
     "shipments": ("id", "order_id", "ticket_id", "direction", "carrier", "tracking_number", "status", "raw_status",
                   "status_source", "last_event_at", "delivered_at", "created_at"),
@@ -882,7 +882,7 @@ class Plan:
             *sla.columns(self.enc, ts, self.sla_policy_id), POLICY_VERSION,
         ))
         if kind != "complaint":
-            rows["ticket_items"].append((t.ticket_item, tid, order.items[0][0], sku.sku, 1))
+            rows["ticket_items"].append((t.ticket_item, tid, order.items[0][0], sku.sku, 1, sku.product_id, t.reason, ts(t.requested)))
         sla_rows = rows["sla_events"]
         for k, (metric, event, at, cause, threshold, key) in enumerate(sla.rows):
             sla_rows.append((t.first_sla_event + k, tid, metric, event, ts(at), cause, threshold, key, "{}"))

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import itertools
 import os
 import pstats
 import time
@@ -119,12 +120,17 @@ async def _intake_sender(app: Any, client: Any, headers: dict[str, str], n: int,
             .where(Order.delivered_at.is_not(None), ~select(Ticket.id).where(Ticket.order_id == Order.id).exists())
             .order_by(Order.id.desc()).limit(n)
         )).all()
+    from bench.run import INTAKE_REASONS
+
     bodies = iter(rows)
+    reasons = itertools.cycle(INTAKE_REASONS)  # the load scenario's mix (fit.size takes the repeat-count path)
 
     async def post_one() -> None:
         external_id, sku = next(bodies)
-        body = {"order_external_id": external_id, "kind": "return_refund", "reason_code": "quality.defect",
-                "items": [{"sku": sku, "quantity": 1}], "requested_amount": "1.00", "description": "profile"}
+        reason, kind = next(reasons)
+        body = {"order_external_id": external_id, "kind": kind, "reason_code": reason,
+                "items": [{"sku": sku, "quantity": 1}] if kind != "complaint" else [],
+                "requested_amount": "0.01" if kind != "complaint" else "0.00", "description": "profile"}
         r = await client.post("/api/v1/tickets", json=body, headers=headers)
         if r.status_code != 201:
             raise RuntimeError(f"{r.status_code} {r.text[:300]}")

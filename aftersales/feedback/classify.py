@@ -130,11 +130,14 @@ def suggest(text: str, extra: dict[str, list[tuple[str, float]]] | None = None) 
     padded = " " + " ".join(_WORDS.findall(lowered)) + " "
     scores: dict[str, float] = {}
     hits: dict[str, list[str]] = {}
-    for category, phrases in _merged(extra).items():
-        for phrase, weight in phrases:
-            if _matches(phrase, lowered, padded):
-                scores[category] = scores.get(category, 0.0) + weight
-                hits.setdefault(category, []).append(phrase)
+    # A phrase can only match where its first two characters occur: checking that first skips
+    # nearly all of the ~400 phrases for a short complaint (bench F5: 0.7 ms a ticket before).
+    present = set(lowered)
+    present.update(lowered[i:i + 2] for i in range(len(lowered) - 1))
+    for category, phrase, weight, key in _flat(extra):
+        if (key is None or key in present) and _matches(phrase, lowered, padded):
+            scores[category] = scores.get(category, 0.0) + weight
+            hits.setdefault(category, []).append(phrase)
     if not scores:
         return Suggestion(FALLBACK, 0.0, (), {})
     best = max(scores, key=lambda c: (scores[c], -len(hits[c])))
@@ -166,6 +169,26 @@ def _matches(phrase: str, lowered: str, padded: str) -> bool:
             return True
         start = lowered.find(phrase, start + 1)
     return False
+
+
+def _with_keys(phrases: dict[str, list[tuple[str, float]]]) -> list[tuple[str, str, float, str | None]]:
+    """(category, phrase, weight, the two characters any match starts with, or None to always try)."""
+    return [(category, phrase, weight, _key(phrase)) for category, listed in phrases.items() for phrase, weight in listed]
+
+
+def _key(phrase: str) -> str | None:
+    # An English phrase matches word by word in the text, so its start is in the text only when
+    # that start is made of word characters.
+    if phrase.isascii() and not phrase[:2].replace("'", "a").isalnum():
+        return None
+    return phrase[:2]
+
+
+_LEXICON_FLAT = _with_keys(LEXICON)
+
+
+def _flat(extra: dict[str, list[tuple[str, float]]] | None) -> list[tuple[str, str, float, str | None]]:
+    return _with_keys(_merged(extra)) if extra else _LEXICON_FLAT
 
 
 def _merged(extra: dict[str, list[tuple[str, float]]] | None) -> dict[str, list[tuple[str, float]]]:

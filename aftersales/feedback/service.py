@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.clock import Clock
+from aftersales.db import add_row
 from aftersales.errors import InvalidInput, NotFound
 from aftersales.feedback import classify
 from aftersales.feedback.models import FeedbackItem, FeedbackRecord, ReasonCategory, RoutingRule
@@ -32,6 +33,7 @@ class FeedbackService:
         self.clock = clock
         self.fresh = fresh
         self._rules: dict[str, list[RoutingRule]] = {}
+        self._active: list[RoutingRule] | None = None
         self._seen: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
 
     async def ensure_defaults(self) -> None:
@@ -48,43 +50,79 @@ class FeedbackService:
                 self.session.add(RoutingRule(category=category, team=team, min_repeat=repeat, note=note))
         await self.session.flush()
 
-    async def record_ticket(self, ticket: Ticket, order: Order, claimed: list[OrderItem]) -> FeedbackRecord:
+    async def record_ticket(self, ticket: Ticket, order: Order, claimed: list[OrderItem]) -> None:
         """The category starts from the reason code; the text suggestion is kept beside it."""
         suggestion = classify.suggest(ticket.description)
-        record = FeedbackRecord(
-            ticket_id=ticket.id, category=ticket.reason_code, source="reason_code",
+        add_row(
+            self.session, FeedbackRecord, ticket_id=ticket.id, category=ticket.reason_code, source="reason_code",
             suggested_category=suggestion.category, suggestion_confidence=suggestion.confidence,
             suggestion_terms=list(suggestion.terms), created_at=self.clock.now(),
         )
-        self.session.add(record)
         if self.fresh:  # its claimed items make it count for those products (as its ticket_items rows would)
             for item in claimed:
-                self._seen.setdefault((item.product_id, ticket.reason_code), []).append((ticket.id, ticket.requested_at))
+                self._remember(item.product_id, ticket.reason_code, ticket.id, ticket.requested_at)
         await self._route(ticket, order, claimed, ticket.reason_code)
-        return record
 
     async def prepare_repeats(self, tickets: list[tuple[list[OrderItem], str, datetime]]) -> None:
         """For a batch of new (routed items, reason, requested_at): the earlier tickets each
-        product's repeat count may include, read in one query before the batch is written."""
-        categories = {reason for _, reason, _ in tickets}
-        needing = set()
-        for category in categories:
-            if any(rule.min_repeat > 1 for rule in await self._rules_for(category)):
-                needing.add(category)
-        products = sorted({item.product_id for items, reason, _ in tickets if reason in needing for item in items})
-        if not products:
+        product's repeat count may include, read before the batch is written.
+
+        Only "at least min_repeat" matters, so the whole 30-day window is not needed: every ticket
+        within the batch's own time span, and before it the latest `min_repeat` tickets of each
+        (product, reason). A batch ticket's window either starts inside the span (the span rows
+        decide) or reaches back before it, where the latest `min_repeat` tickets are either all in
+        the window (the count is reached) or include every ticket that is."""
+        needing = {reason for _, reason, _ in tickets}
+        enough = 1
+        for category in sorted(needing):
+            repeats = [rule.min_repeat for rule in await self._rules_for(category) if rule.min_repeat > 1]
+            if repeats:
+                enough = max(enough, *repeats)
+            else:
+                needing.discard(category)
+        pairs = sorted({(item.product_id, reason) for items, reason, _ in tickets if reason in needing for item in items})
+        if not pairs:
             return
-        first = min(at for _, _, at in tickets) - REPEAT_WINDOW
+        first = min(at for _, _, at in tickets)
         last = max(at for _, _, at in tickets)
         rows = await self.session.execute(
-            select(OrderItem.product_id, Ticket.reason_code, Ticket.id, Ticket.requested_at).distinct()
-            .join(TicketItem, TicketItem.ticket_id == Ticket.id)
-            .join(OrderItem, OrderItem.id == TicketItem.order_item_id)
-            .where(OrderItem.product_id.in_(products), Ticket.reason_code.in_(sorted(needing)),
-                   Ticket.requested_at >= first, Ticket.requested_at <= last)
+            select(TicketItem.product_id, TicketItem.reason_code, TicketItem.ticket_id, TicketItem.requested_at)
+            .where(TicketItem.product_id.in_(sorted({p for p, _ in pairs})), TicketItem.reason_code.in_(sorted(needing)),
+                   TicketItem.requested_at >= first, TicketItem.requested_at <= last)
         )
+        wanted = set(pairs)
         for product_id, reason, ticket_id, requested_at in rows:
-            self._seen.setdefault((product_id, reason), []).append((ticket_id, requested_at))
+            if (product_id, reason) in wanted:
+                self._remember(product_id, reason, ticket_id, requested_at)
+        await self._remember_latest(pairs, first, enough)
+
+    async def _remember_latest(self, pairs: list[tuple[str, str]], before: datetime, enough: int) -> None:
+        """The latest `enough` distinct tickets of each (product, reason) requested before `before`:
+        one index range per pair. A ticket with two items of one product is two rows, so a pair
+        whose rows hold fewer distinct tickets than asked is read again, further back."""
+        limit = enough
+        while pairs:
+            parts = [
+                select(TicketItem.product_id, TicketItem.reason_code, TicketItem.ticket_id, TicketItem.requested_at)
+                .where(TicketItem.product_id == product_id, TicketItem.reason_code == reason, TicketItem.requested_at < before)
+                .order_by(TicketItem.requested_at.desc()).limit(limit).subquery()
+                for product_id, reason in pairs
+            ]
+            query = union_all(*(select(*part.c) for part in parts))
+            found: dict[tuple[str, str], list[tuple[int, datetime]]] = {pair: [] for pair in pairs}
+            for product_id, reason, ticket_id, requested_at in await self.session.execute(query):
+                found[(product_id, reason)].append((ticket_id, requested_at))
+            short = []
+            for pair, rows in found.items():
+                if len({ticket_id for ticket_id, _ in rows}) < enough and len(rows) == limit:
+                    short.append(pair)
+                    continue
+                for ticket_id, requested_at in rows:
+                    self._remember(*pair, ticket_id, requested_at)
+            pairs, limit = short, limit * 4
+
+    def _remember(self, product_id: str, reason: str, ticket_id: int, requested_at: datetime) -> None:
+        self._seen.setdefault((product_id, reason), []).append((ticket_id, requested_at))
 
     async def refine(self, ticket_id: int, category: str, by: str) -> FeedbackRecord:
         from aftersales.feedback.settings import reason_exists  # settings imports this module
@@ -109,7 +147,7 @@ class FeedbackService:
         return record
 
     async def _route(self, ticket: Ticket, order: Order, claimed: list[OrderItem], category: str) -> None:
-        items = claimed or list((await self.session.execute(select(OrderItem).where(OrderItem.order_id == order.id))).scalars())
+        items = claimed or await self._order_items(order)
         rules = await self._rules_for(category)
         if not rules or not items:
             return
@@ -127,27 +165,39 @@ class FeedbackService:
                 if rule.min_repeat > 1 and await self._repeats(item.product_id, category, ticket) < rule.min_repeat:
                     continue
                 existing.add((rule.team, item.product_id))
-                self.session.add(FeedbackItem(
-                    ticket_id=ticket.id, team=rule.team, category=category, product_id=item.product_id,
+                add_row(
+                    self.session, FeedbackItem, ticket_id=ticket.id, team=rule.team, category=category, product_id=item.product_id,
                     product_name=item.product_name, sku=item.sku, product_category=item.category,
                     live_session_id=order.live_session_id, host=live.host if live else None, quote=ticket.description,
                     evidence_urls=list(ticket.evidence_urls or []), stream_offset_seconds=offset if offset and offset >= 0 else None,
                     routed_because=_because(rule), status="new", created_at=self.clock.now(),
-                ))
+                )
+
+    async def _order_items(self, order: Order) -> list[OrderItem]:
+        if "items" in order.__dict__:  # loaded with the order (intake reads orders with their items)
+            return list(order.items)
+        return list((await self.session.execute(select(OrderItem).where(OrderItem.order_id == order.id))).scalars())
 
     async def _rules_for(self, category: str) -> list[RoutingRule]:
-        if category not in self._rules or not self.fresh:
-            self._rules[category] = await self._read_rules(category)
+        if not self.fresh:
+            return await self._read_rules(category)
+        if category not in self._rules:
+            if self._active is None:  # a batch reads every active rule once, not once per category
+                self._active = await self._read_rules(None)
+            group = category.split(".")[0]
+            self._rules[category] = [rule for rule in self._active if rule.category in (category, group)]
         return self._rules[category]
 
-    async def _read_rules(self, category: str) -> list[RoutingRule]:
-        group = category.split(".")[0]
-        query = select(RoutingRule).where(RoutingRule.active.is_(True), RoutingRule.category.in_((category, group)))
-        rules = list((await self.session.execute(query.order_by(RoutingRule.id))).scalars())
+    async def _read_rules(self, category: str | None) -> list[RoutingRule]:
+        """The active rules for a category and its group (all of them for None), by id."""
+        query = select(RoutingRule).where(RoutingRule.active.is_(True)).order_by(RoutingRule.id)
+        if category is not None:
+            query = query.where(RoutingRule.category.in_((category, category.split(".")[0])))
+        rules = list((await self.session.execute(query)).scalars())
         if not rules and await self.session.scalar(select(RoutingRule.id).limit(1)) is None:
             # A database that never ran `migrate`'s defaults (tests, fresh installs) still routes.
             await self.ensure_defaults()
-            rules = list((await self.session.execute(query.order_by(RoutingRule.id))).scalars())
+            rules = list((await self.session.execute(query)).scalars())
         return rules
 
     async def _repeats(self, product_id: str, category: str, ticket: Ticket) -> int:
@@ -156,12 +206,9 @@ class FeedbackService:
             return len({tid for tid, at in self._seen.get((product_id, category), ()) if since <= at <= ticket.requested_at})
         # Sessions do not autoflush: the ticket's own items must be written for it to count itself.
         await self.session.flush()
-        query = (
-            select(func.count(func.distinct(Ticket.id)))
-            .join(TicketItem, TicketItem.ticket_id == Ticket.id)
-            .join(OrderItem, OrderItem.id == TicketItem.order_item_id)
-            .where(OrderItem.product_id == product_id, Ticket.reason_code == category,
-                   Ticket.requested_at >= since, Ticket.requested_at <= ticket.requested_at)
+        query = select(func.count(func.distinct(TicketItem.ticket_id))).where(
+            TicketItem.product_id == product_id, TicketItem.reason_code == category,
+            TicketItem.requested_at >= since, TicketItem.requested_at <= ticket.requested_at,
         )
         return int(await self.session.scalar(query) or 0)
 

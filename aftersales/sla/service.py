@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.clock import Clock
+from aftersales.db import add_row
 from aftersales.sla.calendar import Calendar
 from aftersales.sla.clock import ClockState, replay
 from aftersales.sla.models import SlaEvent, SlaPolicy
@@ -166,7 +167,7 @@ class SlaService:
         await self.session.execute(update(Ticket).where(Ticket.id == ticket.id).values(**values).execution_options(synchronize_session=False))
 
     def _event(self, ticket_id: int, metric: str, event: str, at: datetime, cause: str, **extra: Any) -> None:
-        self.session.add(SlaEvent(ticket_id=ticket_id, metric=metric, event=event, at=at, cause=cause, data=extra))
+        add_row(self.session, SlaEvent, ticket_id=ticket_id, metric=metric, event=event, at=at, cause=cause, data=extra)
 
     # -- audit ----------------------------------------------------------------------------------
 

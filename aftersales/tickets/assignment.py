@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aftersales.auth.models import User
 from aftersales.auth.principal import Principal
 from aftersales.clock import Clock
+from aftersales.db import add_row
 from aftersales.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aftersales.schemas import check_id
 from aftersales.tickets.models import Queue, QueueMember, Ticket, TimelineEvent
@@ -154,10 +155,8 @@ class AssignmentService:
         await self.session.flush()
 
     def _record_owner(self, ticket: Ticket, user_id: int | None, by: Principal, action: str, previous: int | None) -> None:
-        self.session.add(TimelineEvent(
-            ticket_id=ticket.id, at=self.clock.now(), actor=by.actor, action=action, from_status=None, to_status=None,
-            note="", data={"from_assignee": previous, "to_assignee": user_id},
-        ))
+        add_row(self.session, TimelineEvent, ticket_id=ticket.id, at=self.clock.now(), actor=by.actor, action=action,
+                from_status=None, to_status=None, note="", data={"from_assignee": previous, "to_assignee": user_id})
 
     async def _get(self, ticket_id: int) -> Ticket:
         check_id(ticket_id, "ticket")

@@ -20,7 +20,7 @@ from sqlalchemy.orm import make_transient_to_detached, selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
-from aftersales.db import dialect_insert, insert_pending, set_defaults
+from aftersales.db import add_row, collect_rows, dialect_insert, insert_pending, set_defaults
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.settings import existing_reasons
@@ -175,10 +175,13 @@ class IntakeService:
         current = await PolicyService(self.session, self.clock).current()
         # Settled before any row is pending: creating the default SLA policy flushes the session.
         await moves.sla.ensure_default_policy()
+        collect_rows(self.session)
         for entry, ticket in zip(valid, tickets):
             data, claimed = entry.request.data, entry.claimed()
             for item, ordered in zip(data.items, claimed):
-                self.session.add(TicketItem(ticket_id=ticket.id, order_item_id=ordered.id, sku=item.sku, quantity=item.quantity))
+                add_row(self.session, TicketItem, ticket_id=ticket.id, order_item_id=ordered.id, sku=item.sku,
+                        quantity=item.quantity, product_id=ordered.product_id, reason_code=data.reason_code,
+                        requested_at=entry.requested_at)
             moves._record(ticket.id, entry.requested_at, entry.request.actor, "open", None, "requested", data.description,
                           {"received_at": now.isoformat()})
             await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
@@ -248,11 +251,11 @@ class IntakeService:
                 # The rule asked for a step this kind cannot take: a person decides instead.
                 outcome = current.policy.default
                 explanation += f" · {action} is not possible for {ticket.kind} → queue {outcome.queue}"
-        self.session.add(TicketDecision(
-            ticket_id=ticket.id, policy_version=current.version, decision=outcome.decision, rule=decision.rule,
-            queue=outcome.queue, priority=outcome.priority, suggestion=outcome.suggestion, facts=facts,
+        add_row(
+            self.session, TicketDecision, ticket_id=ticket.id, policy_version=current.version, decision=outcome.decision,
+            rule=decision.rule, queue=outcome.queue, priority=outcome.priority, suggestion=outcome.suggestion, facts=facts,
             trace=decision.trace, explanation=explanation, decided_at=self.clock.now(),
-        ))
+        )
         # The SLA policy may depend on the queue and priority just decided, so the clocks start now.
         ticket.queue = outcome.queue
         ticket.priority = outcome.priority

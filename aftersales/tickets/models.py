@@ -101,12 +101,20 @@ class Ticket(Base):
 
 class TicketItem(Base):
     __tablename__ = "ticket_items"
+    # Repeat counts ("≥ 3 size complaints on one product in 30 days") read one range of this index
+    # instead of joining every ticket of the reason's 30 days to its items (bench F18).
+    __table_args__ = (Index("ix_ticket_items_repeats", "product_id", "reason_code", "requested_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     order_item_id: Mapped[int] = mapped_column(ForeignKey("order_items.id"), index=True)
     sku: Mapped[str] = mapped_column(String(64))
     quantity: Mapped[int]
+    # Copies of the order item's product and of the ticket's reason and request time, which never
+    # change after intake: they are what the repeat-count index is made of.
+    product_id: Mapped[str] = mapped_column(String(64))
+    reason_code: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TimelineEvent(Base):

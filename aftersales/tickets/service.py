@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.auth.principal import Principal, carrier_actor
 from aftersales.clock import Clock
+from aftersales.db import add_row
 from aftersales.errors import ActionNotAllowed, Conflict, InvalidInput, NotFound, StaleVersion
 from aftersales.orders.models import Order, Shipment, TrackingEvent
 from aftersales.orders.schemas import ShipmentIn
@@ -257,12 +258,8 @@ class TicketService:
         self, ticket_id: int, at: datetime, actor: Principal, action: str,
         from_status: str | None, to_status: str | None, note: str, data: dict[str, Any],
     ) -> None:
-        self.session.add(
-            TimelineEvent(
-                ticket_id=ticket_id, at=at, actor=actor.actor, action=action,
-                from_status=from_status, to_status=to_status, note=note, data=data,
-            )
-        )
+        add_row(self.session, TimelineEvent, ticket_id=ticket_id, at=at, actor=actor.actor, action=action,
+                from_status=from_status, to_status=to_status, note=note, data=data)
 
     async def get(self, ticket_id: int) -> Ticket:
         check_id(ticket_id, "ticket")

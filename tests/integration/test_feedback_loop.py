@@ -399,7 +399,8 @@ async def _bulk_sales(session, products: dict[str, tuple[int, int]], category: s
                                 "refunded_amount": Decimal("10.00"), "description": "", "evidence_urls": [], "priority": 0,
                                 "requested_at": placed + timedelta(days=3), "received_at": placed + timedelta(days=3),
                                 "updated_at": placed + timedelta(days=3), "version": 1, "sla_alerts_fired": []})
-                ticket_items.append({"id": n, "ticket_id": n, "order_item_id": n, "sku": f"{product}-S", "quantity": 1})
+                ticket_items.append({"id": n, "ticket_id": n, "order_item_id": n, "sku": f"{product}-S", "quantity": 1,
+                                     "product_id": product, "reason_code": "quality.defect", "requested_at": placed + timedelta(days=3)})
     for model, rows in ((Order, orders), (OrderItem, order_items), (Ticket, tickets), (TicketItem, ticket_items)):
         for i in range(0, len(rows), 2000):
             await session.execute(insert(model), rows[i:i + 2000])
