@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, literal, select, text
 
-from aftersales.db import create_engine
+from aftersales.db import checkpointer_of, create_engine
 from aftersales.sqlite_inline import OFFLOAD_MARK
 
 
@@ -85,3 +85,35 @@ async def test_marked_statement_returns_every_row_in_order(reader: Any) -> None:
         rest = await result.all()
     assert [r[0] for r in first] == [1, 2, 3]
     assert [r[0] for r in rest] == list(range(4, 501))
+
+
+async def test_writes_are_checkpointed_by_the_background_thread_not_by_the_committer(tmp_path: Path) -> None:
+    """The committing connection (on the event loop) leaves the copy from the log to the database
+    file to the engine's checkpoint thread; disposing of the engine stops that thread."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}")
+    checkpointer = checkpointer_of(engine)
+    assert checkpointer is not None and checkpointer._thread.is_alive()
+    async with engine.begin() as conn:
+        limit = (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one()
+        await conn.execute(text("CREATE TABLE t (x TEXT)"))
+    assert limit > 1000  # the committer no longer checkpoints every ~1,000 pages
+    async with engine.begin() as conn:  # ~2,000 pages of log: the committer would have checkpointed
+        await conn.execute(text("INSERT INTO t VALUES (:x)"), [{"x": "x" * 4000} for _ in range(2000)])
+    wal = tmp_path / "wal.db-wal"
+    assert wal.stat().st_size > 2000 * 4096
+    passes = checkpointer.checkpoints
+    for _ in range(100):  # the thread passes every quarter of a second
+        if checkpointer.checkpoints > passes:
+            break
+        await asyncio.sleep(0.05)
+    assert checkpointer.checkpoints > passes
+    async with engine.connect() as conn:  # and the rows are all there
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2000
+    await engine.dispose()
+    assert not checkpointer._thread.is_alive()
+
+
+async def test_an_in_memory_database_has_no_checkpoint_thread() -> None:
+    engine = create_engine("sqlite+aiosqlite:///:memory:")
+    assert checkpointer_of(engine) is None
+    await engine.dispose()
