@@ -41,4 +41,6 @@ def ensure_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
+    if value.tzinfo is timezone.utc:  # the common case: nothing to convert (a hot path of every query)
+        return value
     return value.astimezone(timezone.utc)

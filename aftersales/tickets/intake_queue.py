@@ -53,6 +53,9 @@ class IntakeAnswer:
     replayed: bool
 
 
+# The longest a batch waits for the next requests of clients just answered (see IntakeQueue._gather).
+GATHER_SECONDS = 0.005
+
 # A request whose Idempotency-Key an earlier request of the batch used, and that request failed:
 # answered on its own afterwards, as it would have been had it come second.
 _ON_ITS_OWN = object()
@@ -85,7 +88,12 @@ class IntakeQueue:
         return await future
 
     async def _drain(self) -> None:
-        while self._pending:
+        last = 0
+        while True:
+            if len(self._pending) < last // 2:
+                await self._gather(last // 2)
+            if not self._pending:
+                return
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             self.batches += 1
@@ -98,6 +106,16 @@ class IntakeQueue:
                 _settle(batch, [exc] * len(batch))
                 raise
             _settle(batch, results)
+            last = len(batch)
+
+    async def _gather(self, enough: int) -> None:
+        """Right after a large batch, its clients are still being answered and their next requests
+        are on the way: wait a moment for them rather than write the first alone. Under load a
+        batch of one cost as much as one of sixty (bench F5: a quarter of the batches were single
+        requests); an idle service never waits, as its last batch was small."""
+        deadline = asyncio.get_running_loop().time() + GATHER_SECONDS
+        while len(self._pending) < enough and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(GATHER_SECONDS / 10)
 
     async def _answer_all(self, calls: list[IntakeCall]) -> list[IntakeAnswer | BaseException]:
         if len(calls) > 1:
