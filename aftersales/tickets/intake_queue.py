@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import AsyncContextManager
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.auth.models import IdempotencyRecord
@@ -172,6 +172,7 @@ async def answer_batch(session: AsyncSession, clock: Clock, zone: ZoneInfo, call
         [IntakeRequest(calls[i].data, calls[i].actor) for i in todo], fresh_session=True)
     chains = await TicketRepository(session).load_chains([o.ticket.id for o in outcomes if isinstance(o, Opened)])
     now = clock.now()
+    stored_now: list[dict[str, object]] = []
     for i, outcome in zip(todo, outcomes):
         if not isinstance(outcome, Opened):
             results[i] = outcome
@@ -180,8 +181,10 @@ async def answer_batch(session: AsyncSession, clock: Clock, zone: ZoneInfo, call
         results[i] = IntakeAnswer(status, body, False)
         call = calls[i]
         if call.key is not None:
-            session.add(IdempotencyRecord(scope=call.actor.actor, key=call.key, fingerprint=call.print_,
-                                          status_code=status, body=body.decode(), created_at=now))
+            stored_now.append(dict(scope=call.actor.actor, key=call.key, fingerprint=call.print_,
+                                   status_code=status, body=body.decode(), created_at=now))
+    if stored_now:  # one executemany, not the unit of work's per-object bookkeeping
+        await session.execute(insert(IdempotencyRecord.__table__), stored_now)
     await session.commit()
     for i, first in repeats.items():
         answer = results[first]
