@@ -574,7 +574,8 @@ async def explain(url: str, agent_id: int | None = None, samples: dict[str, Any]
     captured: list[tuple[str, Any]] = []
 
     def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        captured.append((statement, parameters))
+        if not executemany:  # a batch's executemany INSERTs have nothing to plan beyond their indexes
+            captured.append((statement, parameters))
 
     plans: list[dict[str, Any]] = []
     sessionmaker = create_sessionmaker(engine)
@@ -633,6 +634,25 @@ async def explain(url: str, agent_id: int | None = None, samples: dict[str, Any]
     from aftersales.sla import reports
     from aftersales.tickets.assignment import AssignmentService
     from aftersales.tickets.policy_service import PolicyService
+
+    if samples and samples["orders"]:
+        import msgspec
+
+        from aftersales.tickets.intake import IntakeRequest, IntakeService
+        from aftersales.tickets.schemas import TicketIn
+
+        async def intake(s: Any) -> None:
+            platform = Principal(kind="token", id=0, name="explain", role="integration")
+            bodies = []
+            for (external_id, sku), (reason, kind) in zip(samples["orders"][:8], INTAKE_REASONS + INTAKE_REASONS):
+                bodies.append(msgspec.convert({
+                    "order_external_id": external_id, "kind": kind, "reason_code": reason,
+                    "items": [{"sku": sku, "quantity": 1}] if kind != "complaint" else [],
+                    "requested_amount": "0.01" if kind != "complaint" else "0.00", "description": "explain"}, TicketIn))
+            await IntakeService(s, SystemClock(), SHANGHAI).open_tickets([IntakeRequest(b, platform) for b in bodies])
+
+        await capture("ticket intake, a batch of 8 (IntakeService.open_tickets: orders, refundable sums, customer histories, "
+                      "repeat counts, routing; rolled back)", intake)
 
     now = datetime.now(UTC)
     await capture("SLA board (GET /sla, /api/v1/sla/board): every query of reports.board",
