@@ -69,6 +69,8 @@ async def _main(args: argparse.Namespace) -> None:
             elif args.tracking:
                 send = await _tracking_sender(app, client, headers)
             else:
+                if args.sign_in:  # HTML pages: a signed-in session instead of the token
+                    headers = await _signed_in(client, *args.sign_in.split(":", 1))
                 send = _getter(client, headers, args.path)
             for _ in range(5):
                 await send()
@@ -97,6 +99,17 @@ async def _main(args: argparse.Namespace) -> None:
         pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
         print(out.getvalue())
     await engine.dispose()
+
+
+async def _signed_in(client: Any, username: str, password: str) -> dict[str, str]:
+    """Sign in through the login form, as the benchmark's page scenarios do; the client keeps the cookie."""
+    (await client.get("/login")).raise_for_status()
+    csrf = client.cookies.get("csrftoken") or ""
+    r = await client.post("/login", data={"username": username, "password": password, "_csrf_token": csrf},
+                          headers={"x-csrftoken": csrf})
+    if r.status_code not in (302, 303):
+        raise RuntimeError(f"sign-in failed: {r.status_code} {r.text[:200]}")
+    return {}
 
 
 def _getter(client: Any, headers: dict[str, str], path: str) -> Any:
@@ -184,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking", action="store_true", help="profile POST /api/v1/tracking-events (500-event batches)")
     p.add_argument("--intake", action="store_true", help="profile POST /api/v1/tickets (n tickets on recent orders)")
     p.add_argument("--role", default="agent")
+    p.add_argument("--sign-in", default="", metavar="USER:PASSWORD",
+                   help="sign in through /login first (HTML pages; e.g. bench:bench-pass-1 on a benchmark data set)")
     p.add_argument("-n", type=int, default=100)
     p.add_argument("--sort", default="cumulative")
     p.add_argument("--top", type=int, default=35)
