@@ -28,6 +28,12 @@ DEFAULT_WARN = [0.75, 0.9]
 _policies: dict[int, SlaPolicy] = {}
 
 
+def _detached_copy(policy: SlaPolicy) -> SlaPolicy:
+    """The cache holds copies that belong to no session: the object a session loaded is expired when
+    that session rolls back, and every later request reading it from the cache then failed."""
+    return SlaPolicy(**{column.key: getattr(policy, column.key) for column in SlaPolicy.__table__.columns})
+
+
 @dataclass(frozen=True)
 class Targets:
     policy: SlaPolicy
@@ -51,6 +57,7 @@ class SlaService:
         self.clock = clock
         self.fresh = fresh
         self._active: list[SlaPolicy] | None = None
+        self._created: set[int] = set()
 
     # -- policies ---------------------------------------------------------------------------
 
@@ -67,6 +74,7 @@ class SlaService:
             )
             self.session.add(policy)
             await self.session.flush()
+            self._created.add(policy.id)
         return policy
 
     async def policy_for(self, ticket: Ticket) -> SlaPolicy:
@@ -92,7 +100,8 @@ class SlaService:
         if policy is None:
             policy = await self.session.get(SlaPolicy, policy_id) if policy_id else await self.ensure_default_policy()
             assert policy is not None
-            _policies[policy.id] = policy
+            if policy.id not in self._created:  # a row this transaction made may yet be rolled back
+                _policies[policy.id] = _detached_copy(policy)
         return Targets(policy=policy, calendar=Calendar.from_dict(policy.calendar))
 
     # -- clock changes ------------------------------------------------------------------------
