@@ -89,6 +89,8 @@ def write_docs() -> None:
     add("python -m bench --db sqlite --tickets 1000000 --duration 10 --warmup 3     # the 1,000,000 rows (generates first;")
     add("python -m bench --db postgres --tickets 1000000 --duration 10 --warmup 3   #  add --reuse to keep that data set next time)")
     add("python -m bench.profile --db URL --path /api/v1/tickets/123   # cProfile + SQL statement count of one endpoint")
+    add("python -m bench.profile --db URL --path /tickets/123 --sign-in bench:bench-pass-1   # an HTML page, signed in")
+    add("python -m bench.profile --db URL --intake --batch 64 --statements --time-only   # one 64-request intake batch, per statement")
     add("python -m bench.generate --help     # the data generator alone")
     add("```")
     add("")
