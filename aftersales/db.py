@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
@@ -195,18 +196,25 @@ def dialect_insert(session: AsyncSession, model: Any) -> Any:
     return insert(model)
 
 
-# session.info key: the rows add_row keeps while a batch is being built (see collect_rows).
+# session.info key: the rows add_row keeps while a batch is being built (see collecting_rows).
 _COLLECTED = "aftersales.collected_rows"
 
 
-def collect_rows(session: AsyncSession) -> None:
-    """From now until insert_pending, add_row keeps new rows as plain values instead of ORM objects."""
+@contextmanager
+def collecting_rows(session: AsyncSession) -> Iterator[None]:
+    """Inside, add_row keeps new rows as plain values for insert_pending instead of ORM objects. A
+    batch that fails inside leaves nothing collected behind for the session's next use."""
     session.info[_COLLECTED] = {}
+    try:
+        yield
+    except BaseException:
+        session.info.pop(_COLLECTED, None)
+        raise
 
 
 def add_row(session: AsyncSession, model: type[Any], **values: Any) -> None:
     """Add a new row that nothing in this transaction reads back (timeline, SLA events, ...).
-    While a batch collects rows they stay plain values until insert_pending writes them: an ORM
+    While a batch collects rows (collecting_rows) they stay plain values until insert_pending writes them: an ORM
     object costs tens of microseconds to build, track and take apart again, and an intake batch
     makes ~9 per ticket (bench F5). Otherwise it is an ORM object as usual."""
     collected = session.info.get(_COLLECTED)
@@ -217,7 +225,7 @@ def add_row(session: AsyncSession, model: type[Any], **values: Any) -> None:
 
 
 async def insert_pending(session: AsyncSession, models: tuple[type[Any], ...]) -> None:
-    """Write the session's new objects of `models`, and the rows collected since collect_rows, as
+    """Write the session's new objects of `models`, and the rows collected by collecting_rows, as
     one executemany INSERT per table, in the order they were added, without reading their ids
     back. The unit of work inserts such rows one statement each when it must learn their keys
     (bench F5: 500 INSERTs for a 64-ticket intake batch). For rows nothing else in the transaction

@@ -20,7 +20,7 @@ from sqlalchemy.orm import make_transient_to_detached, selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
-from aftersales.db import add_row, collect_rows, dialect_insert, insert_pending, set_defaults
+from aftersales.db import add_row, collecting_rows, dialect_insert, insert_pending, set_defaults
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.settings import existing_reasons
@@ -175,22 +175,22 @@ class IntakeService:
         current = await PolicyService(self.session, self.clock).current()
         # Settled before any row is pending: creating the default SLA policy flushes the session.
         await moves.sla.ensure_default_policy()
-        collect_rows(self.session)
-        for entry, ticket in zip(valid, tickets):
-            data, claimed = entry.request.data, entry.claimed()
-            for item, ordered in zip(data.items, claimed):
-                add_row(self.session, TicketItem, ticket_id=ticket.id, order_item_id=ordered.id, sku=item.sku,
-                        quantity=item.quantity, product_id=ordered.product_id, reason_code=data.reason_code,
-                        requested_at=entry.requested_at)
-            moves._record(ticket.id, entry.requested_at, entry.request.actor, "open", None, "requested", data.description,
-                          {"received_at": now.isoformat()})
-            await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
-            sources.add(ticket)
-            await feedback.record_ticket(ticket, entry.order, claimed)
-        for ticket in tickets:
-            set_defaults(ticket)
-        self.session.add_all(tickets)
-        await insert_pending(self.session, (Ticket, *DEPENDENT_ROWS))
+        with collecting_rows(self.session):
+            for entry, ticket in zip(valid, tickets):
+                data, claimed = entry.request.data, entry.claimed()
+                for item, ordered in zip(data.items, claimed):
+                    add_row(self.session, TicketItem, ticket_id=ticket.id, order_item_id=ordered.id, sku=item.sku,
+                            quantity=item.quantity, product_id=ordered.product_id, reason_code=data.reason_code,
+                            requested_at=entry.requested_at)
+                moves._record(ticket.id, entry.requested_at, entry.request.actor, "open", None, "requested", data.description,
+                              {"received_at": now.isoformat()})
+                await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
+                sources.add(ticket)
+                await feedback.record_ticket(ticket, entry.order, claimed)
+            for ticket in tickets:
+                set_defaults(ticket)
+            self.session.add_all(tickets)
+            await insert_pending(self.session, (Ticket, *DEPENDENT_ROWS))
         for ticket in tickets:  # back in the session as the rows they now are
             make_transient_to_detached(ticket)
             self.session.add(ticket)

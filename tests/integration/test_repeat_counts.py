@@ -2,7 +2,8 @@
 the batch's own time span and the latest few tickets of each product before it (bench F18), not
 the whole 30 days: the routing must still be exactly what a full count gives, with earlier tickets
 inside and outside the window, tickets claiming two sizes of one product (two item rows, one
-ticket), and a batch whose own requests span two months — one batch or one request at a time."""
+ticket), and a batch whose own requests span two months — one batch or one request at a time. And the
+batch's rows held back for its INSERTs do not outlive a batch that fails midway."""
 
 from __future__ import annotations
 
@@ -116,3 +117,29 @@ async def test_an_agents_recategorizing_counts_the_same_way(engine, clock, setti
         await session.commit()
         teams = set((await session.execute(select(FeedbackItem.team).where(FeedbackItem.ticket_id == ticket.id))).scalars())
     assert "selection" in teams
+
+
+async def test_a_batch_failing_midway_leaves_the_session_writing_rows_as_usual(engine, clock, settings, monkeypatch) -> None:
+    """While a batch is built its timeline and other rows are held back for one INSERT per table;
+    if the batch fails midway, nothing stays held back: the session's next rows are written."""
+    from aftersales.db import add_row
+    from aftersales.tickets.models import TimelineEvent
+
+    sessionmaker = create_sessionmaker(engine)
+    await _set_up(sessionmaker, clock, settings.zone)
+
+    async def broken_decide(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug halfway through the batch")
+
+    monkeypatch.setattr(IntakeService, "_decide", broken_decide)
+    async with sessionmaker() as session:
+        with pytest.raises(RuntimeError):
+            await IntakeService(session, clock, settings.zone).open_tickets(
+                [IntakeRequest(_body("X1", START - timedelta(hours=1), ONE), PLATFORM)])
+        await session.rollback()
+        ticket_id = (await session.execute(select(Ticket.id).where(Ticket.external_id == "EXT-A"))).scalar_one()
+        add_row(session, TimelineEvent, ticket_id=ticket_id, at=START, actor="test", action="note", from_status=None,
+                to_status=None, note="after the failure", data={})
+        await session.commit()
+        notes = (await session.execute(select(TimelineEvent.note).where(TimelineEvent.ticket_id == ticket_id))).scalars().all()
+    assert "after the failure" in notes
