@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,9 +34,7 @@ async def run_once(
     if stored is not None:
         return replay(stored, print_)
     status, body = await run()
-    session.add(
-        IdempotencyRecord(scope=scope, key=key, fingerprint=print_, status_code=status, body=body.decode(), created_at=clock.now())
-    )
+    session.add(IdempotencyRecord(**answer_record(scope, key, print_, status, body, clock.now())))
     try:
         await session.commit()
     except IntegrityError:
@@ -45,6 +45,11 @@ async def run_once(
             raise
         return replay(stored, print_)
     return status, body, False
+
+
+def answer_record(scope: str, key: str, print_: str, status: int, body: bytes, at: datetime) -> dict[str, Any]:
+    """The columns of the IdempotencyRecord that answers later repeats of this request."""
+    return {"scope": scope, "key": key, "fingerprint": print_, "status_code": status, "body": body.decode(), "created_at": at}
 
 
 def check_key(key: str) -> None:

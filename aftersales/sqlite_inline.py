@@ -214,13 +214,17 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn = sqlite3.connect(self.database, timeout=0, check_same_thread=False)
+        before = (0, 0)
         try:
             while not self._stop.wait(self.every):
                 try:
-                    _busy, _log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    _busy, log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.OperationalError:
                     continue  # locked for a moment (another checkpoint, a schema change): next round
-                if copied and copied > 0:
+                # The figures are the whole log's (frames in it, frames copied so far): a pass that
+                # finds them unchanged copied nothing.
+                if copied > 0 and (log, copied) != before:
                     self.checkpoints += 1
+                before = (log, copied)
         finally:
             conn.close()

@@ -103,6 +103,20 @@ def build(method: str, host: str, path: str, headers: dict[str, str], body: byte
 # -- request makers ---------------------------------------------------------------------------
 
 
+def intake_body(external_id: str, sku: str, reason: str, kind: str, description: str,
+                evidence_urls: list[str] | None = None) -> dict[str, Any]:
+    """A platform's after-sales request on one item of a generated order, as every intake the
+    benchmark makes asks it: ¥0.01, so repeated requests on a sampled order stay refundable; a
+    complaint names no items and asks nothing."""
+    goods = kind != "complaint"
+    return {
+        "order_external_id": external_id, "kind": kind, "reason_code": reason,
+        "items": [{"sku": sku, "quantity": 1}] if goods else [],
+        "requested_amount": "0.01" if goods else "0.00",
+        "description": description, "evidence_urls": evidence_urls or [],
+    }
+
+
 class Maker:
     """Builds the next request of a scenario: (raw bytes, expected statuses, units of work)."""
 
@@ -140,15 +154,8 @@ class Maker:
         rng = self.rng
         external_id, sku = rng.choice(self.spec["orders"])
         reason, kind = rng.choice(self.spec["reasons"])
-        body = {
-            "order_external_id": external_id,
-            "kind": kind,
-            "reason_code": reason,
-            "items": [{"sku": sku, "quantity": 1}] if kind != "complaint" else [],
-            "requested_amount": "0.01" if kind != "complaint" else "0.00",
-            "description": "直播间买的，收到有问题，申请售后 (bench)",
-            "evidence_urls": ["https://img.example.com/bench/1.jpg"],
-        }
+        body = intake_body(external_id, sku, reason, kind, "直播间买的，收到有问题，申请售后 (bench)",
+                           ["https://img.example.com/bench/1.jpg"])
         # A fresh key every time, not one drawn from the seeded generator: on a reused data set the same
         # sequence of keys would be answered from the previous run's stored answers (replays, not intakes).
         headers = {**self.headers, "Idempotency-Key": f"bench-{uuid.uuid4()}"}

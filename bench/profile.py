@@ -133,6 +133,7 @@ async def _intake_sender(app: Any, client: Any, headers: dict[str, str], n: int,
             .where(Order.delivered_at.is_not(None), ~select(Ticket.id).where(Ticket.order_id == Order.id).exists())
             .order_by(Order.id.desc()).limit(n)
         )).all()
+    from bench.load import intake_body
     from bench.run import INTAKE_REASONS
 
     bodies = iter(rows)
@@ -141,10 +142,7 @@ async def _intake_sender(app: Any, client: Any, headers: dict[str, str], n: int,
     async def post_one() -> None:
         external_id, sku = next(bodies)
         reason, kind = next(reasons)
-        body = {"order_external_id": external_id, "kind": kind, "reason_code": reason,
-                "items": [{"sku": sku, "quantity": 1}] if kind != "complaint" else [],
-                "requested_amount": "0.01" if kind != "complaint" else "0.00", "description": "profile"}
-        r = await client.post("/api/v1/tickets", json=body, headers=headers)
+        r = await client.post("/api/v1/tickets", json=intake_body(external_id, sku, reason, kind, "profile"), headers=headers)
         if r.status_code != 201:
             raise RuntimeError(f"{r.status_code} {r.text[:300]}")
 

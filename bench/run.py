@@ -639,16 +639,13 @@ async def explain(url: str, agent_id: int | None = None, samples: dict[str, Any]
         import msgspec
 
         from aftersales.tickets.intake import IntakeRequest, IntakeService
+        from bench.load import intake_body
         from aftersales.tickets.schemas import TicketIn
 
         async def intake(s: Any) -> None:
             platform = Principal(kind="token", id=0, name="explain", role="integration")
-            bodies = []
-            for (external_id, sku), (reason, kind) in zip(samples["orders"][:8], INTAKE_REASONS + INTAKE_REASONS):
-                bodies.append(msgspec.convert({
-                    "order_external_id": external_id, "kind": kind, "reason_code": reason,
-                    "items": [{"sku": sku, "quantity": 1}] if kind != "complaint" else [],
-                    "requested_amount": "0.01" if kind != "complaint" else "0.00", "description": "explain"}, TicketIn))
+            bodies = [msgspec.convert(intake_body(external_id, sku, reason, kind, "explain"), TicketIn)
+                      for (external_id, sku), (reason, kind) in zip(samples["orders"][:8], INTAKE_REASONS + INTAKE_REASONS)]
             await IntakeService(s, SystemClock(), SHANGHAI).open_tickets([IntakeRequest(b, platform) for b in bodies])
 
         await capture("ticket intake, a batch of 8 (IntakeService.open_tickets: orders, refundable sums, customer histories, "

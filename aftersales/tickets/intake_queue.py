@@ -27,7 +27,7 @@ from aftersales.auth.models import IdempotencyRecord
 from aftersales.auth.principal import Principal
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, IdempotencyMismatch
-from aftersales.idempotency import check_key, replay, run_once
+from aftersales.idempotency import answer_record, check_key, replay, run_once
 from aftersales.tickets.intake import IntakeRequest, IntakeService, Opened
 from aftersales.tickets.repository import TicketRepository
 from aftersales.tickets.schemas import TicketIn, ticket_detail
@@ -113,8 +113,9 @@ class IntakeQueue:
         are on the way: wait a moment for them rather than write the first alone. Under load a
         batch of one cost as much as one of sixty (bench F5: a quarter of the batches were single
         requests); an idle service never waits, as its last batch was small."""
-        deadline = asyncio.get_running_loop().time() + GATHER_SECONDS
-        while len(self._pending) < enough and asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_SECONDS
+        while len(self._pending) < enough and loop.time() < deadline:
             await asyncio.sleep(GATHER_SECONDS / 10)
 
     async def _answer_all(self, calls: list[IntakeCall]) -> list[IntakeAnswer | BaseException]:
@@ -181,8 +182,7 @@ async def answer_batch(session: AsyncSession, clock: Clock, zone: ZoneInfo, call
         results[i] = IntakeAnswer(status, body, False)
         call = calls[i]
         if call.key is not None:
-            stored_now.append(dict(scope=call.actor.actor, key=call.key, fingerprint=call.print_,
-                                   status_code=status, body=body.decode(), created_at=now))
+            stored_now.append(answer_record(call.actor.actor, call.key, call.print_, status, body, now))
     if stored_now:  # one executemany, not the unit of work's per-object bookkeeping
         await session.execute(insert(IdempotencyRecord.__table__), stored_now)
     await session.commit()
