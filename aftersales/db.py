@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
@@ -74,6 +74,31 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else ensure_utc(value)
+
+    # On SQLite a datetime is text. The generic path (zone handling, then the dialect's
+    # %-formatting or regular expression) was ~5 ms of every 500-event tracking batch (bench
+    # F21); one step each way in C does the same. PostgreSQL keeps the generic path.
+    def bind_processor(self, dialect: Any) -> Any:
+        return _sqlite_datetime_text if dialect.name == "sqlite" else super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        return _sqlite_text_datetime if dialect.name == "sqlite" else super().result_processor(dialect, coltype)
+
+
+def _sqlite_datetime_text(value: datetime | None) -> str | None:
+    """UTC in SQLAlchemy's SQLite storage format, 'YYYY-MM-DD HH:MM:SS.ffffff' (always with
+    microseconds, so that text order is time order)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None and value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def _sqlite_text_datetime(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
 
 JSONType = JSON()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -45,8 +46,9 @@ class _RunNow:
 
 
 class InlineCursor:
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
+    def __init__(self, cursor: sqlite3.Cursor, owner: InlineConnection) -> None:
         self._cursor = cursor
+        self._owner = owner
         self._offloaded = False  # the current statement steps on a worker thread
 
     async def __aenter__(self) -> InlineCursor:
@@ -81,24 +83,10 @@ class InlineCursor:
         if self._offloaded:
             await asyncio.to_thread(self._cursor.execute, sql, parameters)
         elif sql.startswith("BEGIN IMMEDIATE"):
-            await self._take_write_lock(sql)
+            await self._owner.take_write_lock(self._cursor, sql)
         else:
             self._cursor.execute(sql, parameters)
         return self
-
-    async def _take_write_lock(self, sql: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LOCK_WAIT_SECONDS
-        pause = 0.001
-        while True:
-            try:
-                self._cursor.execute(sql)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or loop.time() > deadline:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> InlineCursor:
         self._cursor.executemany(sql, parameters)
@@ -135,11 +123,68 @@ class InlineCursor:
         return row
 
 
+class WriteGate:
+    """The writers of one engine in one process queue here, in arrival order, for SQLite's write
+    lock. Without it each waited by polling BEGIN IMMEDIATE with growing pauses, and the lock lay
+    idle between one writer's commit and the next one's wake-up (bench F21: a quarter of the time
+    under four concurrent tracking batches). Other processes are still waited for by polling."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+
 class InlineConnection:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, gate: WriteGate | None = None) -> None:
         self._conn = conn
         self._connection: sqlite3.Connection | None = conn  # SQLAlchemy checks it before commit / rollback
         self._tx = _RunNow()
+        self._gate = gate or WriteGate()
+        # The gate's lock and its loop, held from BEGIN IMMEDIATE to the transaction's end.
+        self._holding: tuple[asyncio.Lock, asyncio.AbstractEventLoop] | None = None
+
+    async def take_write_lock(self, cursor: sqlite3.Cursor, sql: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT_SECONDS
+        lock = self._gate.lock()
+        try:
+            await asyncio.wait_for(lock.acquire(), LOCK_WAIT_SECONDS)
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked (waited for this process's other writers)") from None
+        self._holding = (lock, loop)
+        pause = 0.0005
+        try:
+            while True:
+                try:
+                    cursor.execute(sql)
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or loop.time() > deadline:
+                        raise
+                await asyncio.sleep(pause)  # another process writes: its transactions are short
+                pause = min(pause * 2, 0.004)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self._holding is None:
+            return
+        (lock, loop), self._holding = self._holding, None
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            lock.release()
+        elif not loop.is_closed():  # closed by the pool from the garbage collector's thread
+            loop.call_soon_threadsafe(lock.release)
 
     @property
     def isolation_level(self) -> str | None:
@@ -150,16 +195,23 @@ class InlineConnection:
         self._conn.isolation_level = value
 
     def cursor(self) -> InlineCursor:
-        return InlineCursor(self._conn.cursor())
+        return InlineCursor(self._conn.cursor(), self)
 
     async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
         return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
-        self._conn.commit()
+        try:
+            self._conn.commit()
+        finally:
+            if not self._conn.in_transaction:
+                self._release()
 
     async def rollback(self) -> None:
-        self._conn.rollback()
+        try:
+            self._conn.rollback()
+        finally:
+            self._release()
 
     async def create_function(self, *args: Any, **kw: Any) -> None:
         self._conn.create_function(*args, **kw)
@@ -171,15 +223,17 @@ class InlineConnection:
         if self._connection is not None:
             self._conn.close()
             self._connection = None
+        self._release()
 
 
 def inline_creator(url: str, *, timeout: float = 30.0) -> Callable[[], Awaitable[InlineConnection]]:
     """`async_creator` for create_async_engine: opens the URL's database file with sqlite3."""
     database = make_url(url).database or ":memory:"
+    gate = WriteGate()
 
     async def connect() -> InlineConnection:
         # check_same_thread=False: the pool may close a connection from the garbage collector's thread.
-        return InlineConnection(sqlite3.connect(database, timeout=timeout, check_same_thread=False))
+        return InlineConnection(sqlite3.connect(database, timeout=timeout, check_same_thread=False), gate)
 
     return connect
 

@@ -83,7 +83,7 @@ def write_docs() -> None:
     add("")
     add("```sh")
     add("make bench-quick                    # CI smoke run: 2,000 tickets, SQLite, 1.5-second scenarios, 8 agents; non-zero exit on any error")
-    add("make bench                          # SQLite and PostgreSQL at 1,000,000 tickets (1 and 2 app instances on PostgreSQL)")
+    add("make bench                          # SQLite and PostgreSQL at 1,000,000 tickets (1 and 2 app instances on each)")
     add("make bench BENCH_TICKETS=100000     # the same at 100,000 tickets")
     add("python -m bench --db both --tickets 100000 --duration 10 --warmup 3 --instances 1   # what produced the 100,000 rows below")
     add("python -m bench --db sqlite --tickets 1000000 --duration 10 --warmup 3     # the 1,000,000 rows (generates first;")

@@ -2,7 +2,7 @@
 
     python -m bench --quick                                  # CI: 2,000 tickets, SQLite, 1.5 s scenarios, 8 agents
     python -m bench --db sqlite --tickets 100000             # one database, one scale
-    python -m bench --db both --tickets 1000000 --reuse      # SQLite and PostgreSQL (1 and 2 instances)
+    python -m bench --db both --tickets 1000000 --reuse      # SQLite and PostgreSQL, 1 and 2 app instances each
 
 For every database the server is started exactly as the README runs it (`aftersales serve
 --port P --no-migrate`, AFTERSALES_DATABASE_URL pointing at the generated data); tokens and the
@@ -845,7 +845,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true", help="reuse a data set generated earlier with the same scale and seed")
     p.add_argument("--pg-url", default=os.environ.get("AFTERSALES_BENCH_PG_URL", PG_DEFAULT))
     p.add_argument("--sqlite-path", default=None, help="default bench/data/bench-<scale>.db")
-    p.add_argument("--instances", default="1,2", help="PostgreSQL app instances to run, e.g. 1,2")
+    p.add_argument("--instances", default="1,2",
+                   help="app instances (server processes against the one database) to run in turn, e.g. 1,2")
     p.add_argument("--only", default="", help="comma-separated scenario names (the ceiling always runs)")
     p.add_argument("--no-docs", action="store_true", help="do not regenerate docs/performance.md")
     p.add_argument("--worker", choices=("auto", "on", "off"), default="auto",
@@ -867,11 +868,11 @@ def main(argv: list[str] | None = None) -> int:
     for db in dbs:
         if db == "sqlite":
             path = Path(args.sqlite_path or DATA / f"bench-{args.tickets}.db").resolve()
-            url, label, instances = f"sqlite+aiosqlite:///{path}", f"sqlite-{args.tickets}", [1]
+            url, label = f"sqlite+aiosqlite:///{path}", f"sqlite-{args.tickets}"
         else:
             url, label = args.pg_url, f"postgres-{args.tickets}"
-            instances = [int(x) for x in args.instances.split(",") if x]
             info["postgresql"] = pg_version(url)
+        instances = [1] if args.quick else [int(x) for x in args.instances.split(",") if x]
         info = {**info, "loadavg_at_start": os.getloadavg()}
         result = bench_database(url, db=db, tickets=args.tickets, seed=args.seed, reuse=args.reuse,
                                 duration=args.duration, warmup=args.warmup, instances=instances, only=only,

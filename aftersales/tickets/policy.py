@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from typing import Any
@@ -75,6 +77,20 @@ class Comparison:
     def describe(self) -> str:
         shown = self.list_name or _show(self.value)
         return f"{self.fact} {SYMBOLS[self.op]} {shown}"
+
+    # Derived once per parsed policy, not per ticket: every intake evaluates every comparison of the
+    # rules up to the one that matches, and rebuilding these was a third of that (bench F21).
+    @cached_property
+    def text(self) -> str:
+        return self.describe()
+
+    @cached_property
+    def expected(self) -> Any:
+        return _jsonable(self.value)
+
+    @cached_property
+    def value_texts(self) -> frozenset[str]:
+        return frozenset(str(v) for v in self.value) if self.op in ("in", "not in") else frozenset()
 
 
 @dataclass(frozen=True)
@@ -498,9 +514,14 @@ def _holds(node: Any, facts: dict[str, Any], out: list[dict[str, Any]]) -> bool:
         return not results[0]
     actual = facts.get(node.fact)
     held = _compare(node, actual)
-    out.append({"fact": node.fact, "op": node.op, "expected": _jsonable(node.value), "actual": _jsonable(actual),
-                "held": held, "text": node.describe()})
+    out.append({"fact": node.fact, "op": node.op, "expected": node.expected, "actual": _jsonable(actual),
+                "held": held, "text": node.text})
     return held
+
+
+_NUMBER_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "=": operator.eq, "!=": operator.ne,
+}
 
 
 def _compare(c: Comparison, actual: Any) -> bool:
@@ -509,18 +530,17 @@ def _compare(c: Comparison, actual: Any) -> bool:
     if isinstance(actual, (list, tuple, set)):
         present = {str(a) for a in actual}
         if c.op in ("in", "not in"):
-            hit = bool(present & {str(v) for v in c.value})
+            hit = not present.isdisjoint(c.value_texts)
             return hit if c.op == "in" else not hit
         return (str(c.value) in present) == (c.op == "=")
     if c.op in ("in", "not in"):
-        hit = str(actual) in {str(v) for v in c.value}
+        hit = str(actual) in c.value_texts
         return hit if c.op == "in" else not hit
     if isinstance(c.value, Decimal):
         number = Decimal(str(actual))
-        return {
-            "<": number < c.value, "<=": number <= c.value, ">": number > c.value,
-            ">=": number >= c.value, "=": number == c.value, "!=": number != c.value,
-        }[c.op]
+        if number.is_nan():  # NaN orders with nothing: an error, as for text where a number belongs
+            raise InvalidOperation(f"{c.fact} is not a number")
+        return _NUMBER_OPS[c.op](number, c.value)
     return (actual == c.value) if c.op == "=" else (actual != c.value)
 
 

@@ -117,3 +117,144 @@ async def test_an_in_memory_database_has_no_checkpoint_thread() -> None:
     engine = create_engine("sqlite+aiosqlite:///:memory:")
     assert checkpointer_of(engine) is None
     await engine.dispose()
+
+
+# -- writers: one engine's writers queue in the process; other processes are polled for -------
+
+
+def _count_begins(engine: Any) -> list[str]:
+    """Every BEGIN IMMEDIATE the database was asked for, failed attempts included."""
+    begins: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _trace(dbapi_connection: Any, _record: Any) -> None:
+        raw = dbapi_connection.driver_connection._conn
+        raw.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN IMMEDIATE") else None)
+
+    return begins
+
+
+async def test_writers_of_one_process_take_the_write_lock_in_arrival_order_without_retrying(tmp_path: Path) -> None:
+    """Before the gate, a writer finding the lock taken slept 1, 2, 4 … 50 ms and tried again: the lock lay
+    idle meanwhile and the order was whoever woke first."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}")
+    begins = _count_begins(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+    begins.clear()
+    order: list[int] = []
+
+    async def writer(n: int) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+            order.append(n)
+            await asyncio.sleep(0.01)  # holds the lock across an await, as a request does
+
+    await asyncio.gather(*(writer(n) for n in range(6)))
+    assert order == list(range(6))
+    assert len(begins) == 6  # one attempt each: nobody polled
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 6
+    await engine.dispose()
+
+
+async def test_a_failed_transaction_hands_the_lock_on(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+
+    async def failing() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            await asyncio.sleep(0.01)
+            await conn.execute(text("INSERT INTO t VALUES (1)"))  # duplicate key: the transaction rolls back
+
+    async def next_writer() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (2)"))
+
+    first, second = await asyncio.wait_for(asyncio.gather(failing(), next_writer(), return_exceptions=True), 5)
+    assert isinstance(first, Exception) and second is None
+    async with engine.connect() as conn:
+        assert list((await conn.execute(text("SELECT n FROM t"))).scalars()) == [2]
+    await engine.dispose()
+
+
+async def test_a_writer_waiting_on_its_own_process_gives_up_with_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second write transaction opened while the first is still open (a bug) fails after the wait, as
+    SQLite's own lock would have failed it, instead of hanging."""
+    from aftersales import sqlite_inline
+
+    monkeypatch.setattr(sqlite_inline, "LOCK_WAIT_SECONDS", 0.2)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}")
+    async with engine.begin() as outer:
+        await outer.execute(text("CREATE TABLE t (n INTEGER)"))
+    async with engine.begin() as outer:
+        await outer.execute(text("INSERT INTO t VALUES (1)"))
+        with pytest.raises(Exception, match="locked"):
+            async with engine.begin() as inner:
+                await inner.execute(text("INSERT INTO t VALUES (2)"))
+    async with engine.connect() as conn:
+        assert list((await conn.execute(text("SELECT n FROM t"))).scalars()) == [1]
+    await engine.dispose()
+
+
+async def test_writers_of_two_engines_still_wait_for_each_other(tmp_path: Path) -> None:
+    """Two engines stand for two processes (`serve --workers 2`): the second polls until the first commits."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'gate.db'}"
+    one, two = create_engine(url), create_engine(url)
+    begins = _count_begins(two)
+    async with one.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+    seen: list[str] = []
+
+    async def first() -> None:
+        async with one.begin() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            await asyncio.sleep(0.05)
+            seen.append("first commits")
+
+    async def second() -> None:
+        await asyncio.sleep(0.01)
+        async with two.begin() as conn:
+            seen.append("second writes")
+            await conn.execute(text("INSERT INTO t VALUES (2)"))
+
+    await asyncio.gather(first(), second())
+    assert seen == ["first commits", "second writes"]
+    assert len(begins) > 1  # it found the lock taken and tried again
+    await one.dispose()
+    await two.dispose()
+
+
+async def test_sqlite_datetimes_are_stored_as_sortable_utc_text(tmp_path: Path) -> None:
+    """The fast converters store what SQLAlchemy's SQLite dialect stored (UTC, always with microseconds,
+    so text order is time order) and read back aware UTC datetimes, older rows included."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import Column, Integer, MetaData, Table
+
+    from aftersales.db import UTCDateTime
+
+    table = Table("stamps", MetaData(), Column("id", Integer, primary_key=True), Column("at", UTCDateTime()))
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'stamps.db'}")
+    shanghai = timezone(timedelta(hours=8))
+    values = [datetime(2026, 11, 26, 8, 0, 0, tzinfo=shanghai),  # 00:00 UTC
+              datetime(2026, 11, 26, 0, 0, 0, 1, tzinfo=UTC),
+              datetime(2026, 11, 25, 23, 59, 59)]  # naive: taken as UTC
+    async with engine.begin() as conn:
+        await conn.run_sync(table.metadata.create_all)
+        await conn.execute(table.insert(), [{"id": i, "at": v} for i, v in enumerate(values)])
+        await conn.execute(text("INSERT INTO stamps VALUES (9, '2026-11-24 10:00:00')"))  # no microseconds
+    async with engine.connect() as conn:
+        raw = dict((await conn.execute(text("SELECT id, at FROM stamps"))).all())
+        read = dict((await conn.execute(table.select())).all())
+        ordered = list((await conn.execute(select(table.c.id).order_by(table.c.at))).scalars())
+        later = list((await conn.execute(select(table.c.id).where(table.c.at > datetime(2026, 11, 26, tzinfo=UTC)))).scalars())
+    assert raw[0] == "2026-11-26 00:00:00.000000" and raw[1] == "2026-11-26 00:00:00.000001"
+    assert read[0] == datetime(2026, 11, 26, tzinfo=UTC) and read[0].tzinfo is UTC
+    assert read[2] == datetime(2026, 11, 25, 23, 59, 59, tzinfo=UTC)
+    assert read[9] == datetime(2026, 11, 24, 10, tzinfo=UTC)
+    assert ordered == [9, 2, 0, 1]
+    assert later == [1]
+    await engine.dispose()

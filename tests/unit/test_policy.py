@@ -294,3 +294,17 @@ def test_window_uses_the_local_day_not_the_utc_day():
 
 def test_window_is_open_before_sign_for():
     assert no_reason_window_open(None, datetime(2027, 1, 1, tzinfo=SH), SH)
+
+
+def test_a_nan_amount_is_an_error_for_every_comparison_as_before():
+    """Ordering a NaN is an error; the comparison used to evaluate every operator at once, so even '='
+    raised. The faster comparison keeps that (the simulation treats such a value as unreadable)."""
+    from decimal import InvalidOperation
+
+    for op in ("=", "!=", "<", ">="):
+        policy = parse(f"rule a: amount {op} 5 -> approve" + TAIL)
+        with pytest.raises(InvalidOperation):
+            evaluate(policy, facts(amount="NaN"))
+    policy = parse("rule a: amount = 5 -> approve" + TAIL)
+    assert evaluate(policy, facts(amount="5.00")).rule == "a"
+    assert evaluate(policy, facts(amount="5.01")).rule is None  # the cached parts of a comparison stay per comparison
