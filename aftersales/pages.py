@@ -24,6 +24,7 @@ from aftersales import i18n
 from aftersales.clock import ensure_utc
 from aftersales.feedback.taxonomy import reason_label
 from aftersales.orders.carriers import STATUS_LABELS
+from aftersales.template_i18n import compile_per_locale, localized
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -48,7 +49,7 @@ def render(
     target = request.headers.get("hx-target") if is_htmx(request) else None
     chosen = block if block else (target if target in blocks else None)
     return HTMXBlockTemplate(
-        template_name=template,
+        template_name=localized(template),
         context={**base_context(request), **context},
         block_name=chosen,
         status_code=status_code,
@@ -119,6 +120,7 @@ def template_config(zone: Any) -> TemplateConfig[JinjaTemplateEngine]:
         env = engine.engine
         env.add_extension("jinja2.ext.i18n")
         env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+        compile_per_locale(env)
         env.filters.update(make_filters(zone))
         env.globals.update(
             duration=duration,

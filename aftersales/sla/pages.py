@@ -14,6 +14,7 @@ from litestar.utils.scope.state import ScopeState
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aftersales.template_i18n import localized
 from aftersales import i18n
 from aftersales.auth.guards import requires
 from aftersales.clock import Clock
@@ -130,7 +131,7 @@ class SlaPages(Controller):
 async def _render(request: Request[Any, Any, Any], template: str, context: dict[str, Any]) -> str:
     """A shared part of a page as HTML (the page's own template only places it)."""
     engine = request.app.template_engine.engine  # type: ignore[union-attr]
-    return str(engine.get_template(template).render(**context))
+    return str(engine.get_template(localized(template)).render(**context))
 
 
 def _panels_context(data: reports.Board, choices: dict[str, Any], error: str | None, query: str) -> dict[str, Any]:
