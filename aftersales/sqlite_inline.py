@@ -125,9 +125,9 @@ class InlineCursor:
 
 class WriteGate:
     """The writers of one engine in one process queue here, in arrival order, for SQLite's write
-    lock. Without it each waited by polling BEGIN IMMEDIATE with growing pauses, and the lock lay
-    idle between one writer's commit and the next one's wake-up (bench F21: a quarter of the time
-    under four concurrent tracking batches). Other processes are still waited for by polling."""
+    lock. Without it each waited by polling BEGIN IMMEDIATE with pauses growing to 50 ms: the lock
+    lay idle between one writer's commit and the next one's wake-up, and the order was whoever woke
+    first (bench F21). Other processes are still waited for by polling, in short pauses."""
 
     def __init__(self) -> None:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -11,7 +11,6 @@ escaping would alter) and texts with `%` (which the runtime call formats).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from jinja2 import BaseLoader, Environment
 from jinja2.ext import Extension
@@ -87,5 +86,3 @@ def compile_per_locale(env: Environment) -> None:
 def localized(template: str) -> str:
     return f"{i18n.get_locale()}/{template}"
 
-
-__all__: list[Any] = ["compile_per_locale", "localized", "locale_of"]
