@@ -67,17 +67,15 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        value = ensure_utc(value)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        # SQLite's bound values go through bind_processor below; this serves PostgreSQL and literals.
+        return None if value is None else ensure_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else ensure_utc(value)
 
     # On SQLite a datetime is text. The generic path (zone handling, then the dialect's
     # %-formatting or regular expression) was ~5 ms of every 500-event tracking batch (bench
-    # F21); one step each way in C does the same. PostgreSQL keeps the generic path.
+    # F22); one step each way in C does the same. PostgreSQL keeps the generic path.
     def bind_processor(self, dialect: Any) -> Any:
         return _sqlite_datetime_text if dialect.name == "sqlite" else super().bind_processor(dialect)
 
@@ -88,11 +86,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 def _sqlite_datetime_text(value: datetime | None) -> str | None:
     """UTC in SQLAlchemy's SQLite storage format, 'YYYY-MM-DD HH:MM:SS.ffffff' (always with
     microseconds, so that text order is time order)."""
-    if value is None:
-        return None
-    if value.tzinfo is not None and value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
-    return value.isoformat(" ", "microseconds")[:26]
+    return None if value is None else ensure_utc(value).isoformat(" ", "microseconds")[:26]
 
 
 def _sqlite_text_datetime(value: str | None) -> datetime | None:

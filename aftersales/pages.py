@@ -44,14 +44,17 @@ def render(
     blocks: tuple[str, ...] = (),
     status_code: int = 200,
     block: str | None = None,
+    block_names: list[str] | None = None,
 ) -> HTMXBlockTemplate:
-    """The full page, or — for htmx asking for one of `blocks` — only that block."""
+    """The full page, or — for htmx asking for one of `blocks` — only that block; `block` or
+    `block_names` (a block with out-of-band swaps riding along) decide it instead."""
     target = request.headers.get("hx-target") if is_htmx(request) else None
     chosen = block if block else (target if target in blocks else None)
     return HTMXBlockTemplate(
         template_name=localized(template),
         context={**base_context(request), **context},
-        block_name=chosen,
+        block_name=None if block_names else chosen,
+        block_names=block_names,
         status_code=status_code,
         headers={"Vary": VARY},
     )

@@ -14,7 +14,6 @@ from litestar.utils.scope.state import ScopeState
 from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from aftersales.template_i18n import localized
 from aftersales import i18n
 from aftersales.auth.guards import requires
 from aftersales.clock import Clock
@@ -27,6 +26,7 @@ from aftersales.sla.charts import closure_trend
 from aftersales.sla.controllers import cached_board, cached_report, csv_response, figures_cache, parse_filters, parse_group, parse_period
 from aftersales.tickets.pages import queue_names
 from aftersales.tickets.workflow import KINDS
+from aftersales.template_i18n import localized
 
 SUPERVISE = ("supervisor", "admin")
 BOARD_BLOCKS = ("sla_board",)

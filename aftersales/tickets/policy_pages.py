@@ -16,10 +16,7 @@ from aftersales.auth.guards import WORK_TICKETS, current_principal, requires
 from aftersales.auth.models import User
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
-from jinja2_fragments.litestar import HTMXBlockTemplate
-
-from aftersales.pages import base_context, PAGE_ERRORS, page_auth_error, render, is_htmx
-from aftersales.template_i18n import localized
+from aftersales.pages import PAGE_ERRORS, page_auth_error, render, is_htmx
 from aftersales.settings import Settings
 from aftersales.web import write_session
 from aftersales.tickets.assignment import AssignmentService
@@ -182,7 +179,6 @@ async def _policy_action(request: Request[Any, Any, Any], form: Any, db_session:
     if intent == "save" and is_htmx(request):
         # The versions list changed too: it rides along as an out-of-band swap.
         context["versions_oob"] = True
-        return HTMXBlockTemplate(template_name=localized("policy/policy.html"), context={**base_context(request), **context},
-                                 block_names=["policy_editor", "policy_versions"], status_code=status_code,
-                                 headers={"Vary": "HX-Request, HX-Target"})
+        return render(request, "policy/policy.html", context, block_names=["policy_editor", "policy_versions"],
+                      status_code=status_code)
     return render(request, "policy/policy.html", context, blocks=("policy_editor",), status_code=status_code)
