@@ -77,13 +77,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     # %-formatting or regular expression) was ~5 ms of every 500-event tracking batch (bench
     # F22); one step each way in C does the same. PostgreSQL keeps the generic path.
     def bind_processor(self, dialect: Any) -> Any:
-        return _sqlite_datetime_text if dialect.name == "sqlite" else super().bind_processor(dialect)
+        return sqlite_datetime_text if dialect.name == "sqlite" else super().bind_processor(dialect)
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
         return _sqlite_text_datetime if dialect.name == "sqlite" else super().result_processor(dialect, coltype)
 
 
-def _sqlite_datetime_text(value: datetime | None) -> str | None:
+def sqlite_datetime_text(value: datetime | None) -> str | None:
     """UTC in SQLAlchemy's SQLite storage format, 'YYYY-MM-DD HH:MM:SS.ffffff' (always with
     microseconds, so that text order is time order)."""
     return None if value is None else ensure_utc(value).isoformat(" ", "microseconds")[:26]
