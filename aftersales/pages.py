@@ -6,6 +6,7 @@ whole page to a plain request and only the targeted block to an htmx request.
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -75,13 +76,32 @@ def base_context(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def make_filters(zone: Any) -> dict[str, Any]:
-    def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-        return "" if value is None else ensure_utc(value).astimezone(zone).strftime(fmt)
+    return {
+        "localtime": lambda value, fmt=MINUTES: localtime(value, zone, fmt),
+        "money": money,
+        "urlquote": lambda s: quote(str(s), safe=""),
+    }
 
-    def money(value: Decimal | None) -> str:
-        return "" if value is None else f"¥{value:,.2f}"
 
-    return {"localtime": localtime, "money": money, "urlquote": lambda s: quote(str(s), safe="")}
+MINUTES = "%Y-%m-%d %H:%M"
+
+
+def localtime(value: datetime | None, zone: Any, fmt: str = MINUTES) -> str:
+    if value is None:
+        return ""
+    local = ensure_utc(value).astimezone(zone)
+    # The common format from isoformat: the same text at half of strftime's cost.
+    return local.isoformat(" ", "minutes")[:16] if fmt == MINUTES else local.strftime(fmt)
+
+
+def money(value: Decimal | None) -> str:
+    return "" if value is None else f"¥{value:,.2f}"
+
+
+def escape_text(value: str) -> str:
+    """`value` made safe to print between tags or in a quoted attribute, as plain text: for
+    values that a template prints without autoescape (see QueueRow)."""
+    return html.escape(value, quote=True)
 
 
 def duration(seconds: float) -> str:

@@ -20,7 +20,7 @@ from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.taxonomy import REASONS, reason_label
 from aftersales.labels import label
-from aftersales.pages import PAGE_ERRORS, condition_text, duration, is_htmx, render, status_badge
+from aftersales.pages import PAGE_ERRORS, condition_text, duration, escape_text, is_htmx, localtime, money, render, status_badge
 from aftersales.settings import Settings
 from aftersales.tickets import macros, workflow
 from aftersales.tickets.assignment import AssignmentService
@@ -49,7 +49,7 @@ class TicketPages(Controller):
         kept = [(k, v) for k, v in params.multi_items() if k != "cursor" and v]
         base_query = urlencode(kept)
         context = {
-            "rows": queue_rows(tickets, clock.now()),
+            "rows": queue_rows(tickets, clock.now(), settings.zone),
             "paused": i18n.gettext("paused"),
             "filters": flt if chosen else TicketFilter(kinds=flt.kinds, reason_codes=flt.reason_codes, queues=flt.queues),
             "statuses": OPEN_STATUSES + ["closed", "cancelled"],
@@ -246,16 +246,18 @@ def _queue_filter(params: Any, principal: Any, settings: Settings) -> tuple[Tick
 
 
 class QueueRow(NamedTuple):
-    """One line of the queue, its labels and durations worked out once in Python: cheaper than
-    calling template globals 10 times per line."""
+    """One line of the queue as HTML-ready text: every value is escaped here (or made only of
+    digits and our own catalogue's words), once, so that the template's row loop prints them
+    without autoescape; escaping ~11 values a line in the template was half the list's render
+    time (bench F24)."""
 
     id: int
     number: str
     badge: Markup
     kind: str
     reason: str
-    requested_amount: Decimal
-    requested_at: datetime
+    amount: str
+    requested: str
     waiting: str
     sla: str  # final | paused | overdue | left
     sla_text: str
@@ -274,21 +276,26 @@ class _Labels(dict[str, Any]):
         return value
 
 
-def queue_rows(tickets: list[Any], now: datetime) -> list[QueueRow]:
+def queue_rows(tickets: list[Any], now: datetime, zone: Any) -> list[QueueRow]:
     """From listing rows with queue names (TicketRepository.list_page(queue_names=True))."""
     locale = i18n.get_locale()
     zh = locale == "zh_CN"
-    badges, kinds = _Labels(status_badge), _Labels(lambda kind: label("kind", kind))
-    reasons = _Labels(lambda code: reason_label(code, locale))
+    badges = _Labels(status_badge)
+    kinds = _Labels(lambda kind: escape_text(label("kind", kind)))
+    reasons = _Labels(lambda code: escape_text(reason_label(code, locale)))
+    queues: dict[tuple[str, str | None], str] = {}
     rows = []
     for t in tickets:
         final = t.status in workflow.FINAL_STATUSES
         sla, sla_text = _sla_left(t.sla_due_at, now, final)
+        queue_key = (t.queue, t.queue_name_zh if zh else t.queue_name_en)
+        if queue_key not in queues:
+            queues[queue_key] = escape_text(_queue_name(t, zh))
         rows.append(QueueRow(
-            id=t.id, number=t.number, badge=badges[t.status], kind=kinds[t.kind], reason=reasons[t.reason_code],
-            requested_amount=t.requested_amount, requested_at=t.requested_at,
+            id=t.id, number=escape_text(t.number), badge=badges[t.status], kind=kinds[t.kind], reason=reasons[t.reason_code],
+            amount=money(t.requested_amount), requested=localtime(t.requested_at, zone),
             waiting="—" if final else duration((now - t.requested_at).total_seconds()),
-            sla=sla, sla_text=sla_text, queue=_queue_name(t, zh),
+            sla=sla, sla_text=sla_text, queue=queues[queue_key],
         ))
     return rows
 

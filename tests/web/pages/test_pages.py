@@ -256,6 +256,30 @@ async def test_keyset_paging_with_next_link(clients, seeded, engine, clock):
         assert page1 + page2 == expected
 
 
+
+async def test_queue_rows_print_names_and_codes_as_text(clients, seeded, engine):
+    """The row loop prints QueueRow's values without autoescape: a supervisor's queue name or a
+    foreign reason code carrying markup must still arrive as text, in both languages."""
+    from aftersales.tickets.models import Queue
+
+    markup_name = '<b onclick="x()">VIP & \'friends\'</b>'
+    async with engine.begin() as conn:
+        await conn.execute(Ticket.__table__.update().where(Ticket.__table__.c.id == seeded["id"])
+                           .values(queue="vip", reason_code="<img src=x>"))
+        await conn.execute(Queue.__table__.insert().values(key="vip", name_zh=markup_name, name_en=markup_name,
+                                                           priority=0, description="", auto_assign=False,
+                                                           agent_cap=20, active=True))
+    agent = await clients("agent")
+    for lang in ("en", "zh_CN"):
+        await agent.post("/lang", data={"locale": lang, "next": "/queue", "_csrf_token": agent.cookies.get("csrftoken")},
+                         headers={"x-csrftoken": agent.cookies.get("csrftoken")})
+        for headers in ({}, htmx("ticket_list")):
+            body = (await agent.get("/queue", headers=headers)).text
+            row = body.split(f'data-ticket="{seeded["number"]}"', 1)[1].split("</tr>", 1)[0]
+            assert "<b" not in row and "<img" not in row, row
+            assert "&lt;b onclick=&quot;x()&quot;&gt;VIP &amp; &#x27;friends&#x27;&lt;/b&gt;" in row
+            assert "&lt;img src=x&gt;" in row
+
 # -- actions -----------------------------------------------------------------------------------
 
 
