@@ -283,28 +283,24 @@ def queue_rows(tickets: list[Any], now: datetime, zone: Any) -> list[QueueRow]:
     badges = _Labels(status_badge)
     kinds = _Labels(lambda kind: escape_text(label("kind", kind)))
     reasons = _Labels(lambda code: escape_text(reason_label(code, locale)))
-    queues: dict[tuple[str, str | None], str] = {}
+    queues: dict[tuple[str | None, str | None], str] = {}
     rows = []
-    for t in tickets:
-        final = t.status in workflow.FINAL_STATUSES
-        sla, sla_text = _sla_left(t.sla_due_at, now, final)
-        queue_key = (t.queue, t.queue_name_zh if zh else t.queue_name_en)
-        if queue_key not in queues:
-            queues[queue_key] = escape_text(_queue_name(t, zh))
+    # Read through each row's mapping: a Row's attribute access costs ~5× as much (bench F24).
+    for t in (row._mapping for row in tickets):
+        final = t["status"] in workflow.FINAL_STATUSES
+        sla, sla_text = _sla_left(t["sla_due_at"], now, final)
+        queue, name = t["queue"], t["queue_name_zh"] if zh else t["queue_name_en"]
+        if (queue, name) not in queues:
+            # A queue that no longer exists shows its key.
+            queues[queue, name] = escape_text((queue if name is None else name) if queue else "")
+        requested_at = t["requested_at"]
         rows.append(QueueRow(
-            id=t.id, number=escape_text(t.number), badge=badges[t.status], kind=kinds[t.kind], reason=reasons[t.reason_code],
-            amount=money(t.requested_amount), requested=localtime(t.requested_at, zone),
-            waiting="—" if final else duration((now - t.requested_at).total_seconds()),
-            sla=sla, sla_text=sla_text, queue=queues[queue_key],
+            id=t["id"], number=escape_text(t["number"]), badge=badges[t["status"]], kind=kinds[t["kind"]],
+            reason=reasons[t["reason_code"]], amount=money(t["requested_amount"]), requested=localtime(requested_at, zone),
+            waiting="—" if final else duration((now - requested_at).total_seconds()),
+            sla=sla, sla_text=sla_text, queue=queues[queue, name],
         ))
     return rows
-
-
-def _queue_name(t: Any, zh: bool) -> str:
-    if not t.queue:
-        return ""
-    name = t.queue_name_zh if zh else t.queue_name_en
-    return t.queue if name is None else name  # a queue that no longer exists shows its key
 
 
 def _sla_left(due: datetime | None, now: datetime, final: bool) -> tuple[str, str]:
