@@ -112,10 +112,13 @@ def _quotes(items: list[FeedbackItem], per_category: int = 2, total: int = 8) ->
     return quotes
 
 
-async def generate_digest(session: AsyncSession, clock: Clock, team: str, period: str, start: date, tz: ZoneInfo) -> tuple[Digest, bool]:
-    """Create the digest unless it exists. Returns (digest, created). The insert races safely:
-    the unique (team, period, start) index lets exactly one writer create it and notify."""
-    content = await build_digest(session, team, period, start, tz)
+async def generate_digest(session: AsyncSession, clock: Clock, team: str, period: str, start: date, tz: ZoneInfo,
+                          *, content: dict[str, Any] | None = None) -> tuple[Digest, bool]:
+    """Create the digest unless it exists (from `content` when it was built already). Returns
+    (digest, created). The insert races safely: the unique (team, period, start) index lets exactly
+    one writer create it and notify."""
+    if content is None:
+        content = await build_digest(session, team, period, start, tz)
     inserted = await session.execute(
         dialect_insert(session, Digest)
         .values(team=team, period=period, period_start=start, generated_at=clock.now(), content=content)

@@ -75,6 +75,35 @@ async def test_digest_generated_on_demand_exactly_once(client, tokens, seeded, c
     assert [d["id"] for d in (await client.get("/api/v1/feedback/digests", headers=qc_member)).json()] == [body["id"]]
 
 
+
+async def test_building_a_digest_does_not_stop_other_writers(client, app, tokens, seeded, clock, monkeypatch):
+    """The digest is built in a read session and only stored in a write transaction: while it is
+    being built, another request of the same process can still write (on SQLite, built inside
+    the write transaction, it held the one write lock for the whole build; bench F25)."""
+    import asyncio
+
+    from aftersales.feedback import controllers, digests
+
+    real_build = digests.build_digest
+    written: list[str] = []
+
+    async def build_while_someone_writes(session, *args, **kwargs):
+        async def write() -> None:
+            async with app.state.sessionmaker() as other:
+                await create_token(other, clock, name="written-during-build", role="integration")
+                await other.commit()
+                written.append("token")
+
+        await asyncio.wait_for(write(), timeout=5)
+        return await real_build(session, *args, **kwargs)
+
+    monkeypatch.setattr(controllers, "build_digest", build_while_someone_writes)
+    monkeypatch.setattr(digests, "build_digest", build_while_someone_writes)
+    clock.set(START + timedelta(days=1))
+    response = await client.post(URL, headers=tokens["supervisor"])
+    assert response.status_code == 201, response.text
+    assert written == ["token"] and response.json()["content"]["items"] == 1
+
 async def test_digest_access_and_bad_keys(client, tokens, seeded, clock, qc_member):
     clock.set(START + timedelta(days=1))
     assert (await client.post(URL, headers=qc_member)).status_code == 403  # members read, supervisors generate
