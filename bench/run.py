@@ -704,6 +704,11 @@ def prepare(url: str, tickets: int, seed: int, reuse: bool, label: str) -> dict[
             meta["reused"] = True
             return meta
     log(f"generating {tickets:,} tickets into {label}")
+    # The database is recreated: a data set of another scale kept at the same URL (PostgreSQL's one
+    # bench database) is gone, and `--reuse` must not take it for present.
+    for other in DATA.glob("*.json"):
+        if other != meta_path and json.loads(other.read_text()).get("url") == url:
+            other.unlink()
     meta = generate(url, tickets=tickets, seed=seed)
     meta_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     log(f"generated {meta['rows_total']:,} rows in {meta['seconds_total']} s")
