@@ -161,7 +161,6 @@ def template_config(zone: Any) -> TemplateConfig[JinjaTemplateEngine]:
 
 # -- auth for pages ----------------------------------------------------------------------------
 
-from aftersales.auth.guards import SESSION_COOKIE  # noqa: E402
 LANG_COOKIE = "lang"
 
 

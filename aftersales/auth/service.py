@@ -11,7 +11,6 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.auth.models import PERSON_ROLES, TEAMS, LoginAttempt, User, WebSession
-from aftersales.auth.principal import Principal
 from aftersales.auth.tokens import hash_token, principal_for
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException
 from litestar.params import Parameter
 from litestar.response import Redirect, Template
 from sqlalchemy import func, select
@@ -31,7 +31,7 @@ from aftersales.feedback.models import Digest, FeedbackRecord
 from aftersales.feedback.routing import TEAMS
 from aftersales.feedback.stats import ALPHA, MIN_RATIO, MIN_RETURNS, MIN_UNITS
 from aftersales.feedback.taxonomy import REASONS, is_known_reason, reason_label
-from aftersales.pages import PAGE_ERRORS, page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, render
 from aftersales.settings import Settings
 from aftersales.sla.controllers import CSV_BOM, parse_instant
 

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from litestar import Controller, Request, get, post
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException
 from litestar.response import Redirect, Template
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,7 @@ from aftersales.feedback.models import FeedbackItem, FeedbackRecord
 from aftersales.feedback.routing import TEAMS
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.taxonomy import REASONS, is_known_reason
-from aftersales.pages import PAGE_ERRORS, page_auth_error, render, is_htmx
+from aftersales.pages import PAGE_ERRORS, is_htmx, render
 from aftersales.settings import Settings
 from aftersales.tickets.models import Ticket
 

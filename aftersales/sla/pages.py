@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.response import Template
 from litestar.utils.scope.state import ScopeState
 from markupsafe import Markup
@@ -19,7 +18,7 @@ from aftersales.auth.guards import requires
 from aftersales.clock import Clock
 from aftersales.errors import InvalidInput
 from aftersales.feedback.taxonomy import PARENTS
-from aftersales.pages import PAGE_ERRORS, is_htmx, page_auth_error, render
+from aftersales.pages import PAGE_ERRORS, is_htmx, render
 from aftersales.settings import Settings
 from aftersales.sla import reports
 from aftersales.sla.charts import closure_trend

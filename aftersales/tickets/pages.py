@@ -197,12 +197,12 @@ async def _action_from_form(db_session: AsyncSession, ticket_id: int, action: st
     raw: dict[str, Any] = {k: v for k, v in form.items() if k not in ("_csrf_token", "macro") and v != ""}
     if "passed" in raw:
         raw["passed"] = raw["passed"] == "true"
-    for money in ("amount",):
-        if money in raw:
+    for field in ("amount",):
+        if field in raw:
             try:
-                raw[money] = Decimal(str(raw[money]))
+                raw[field] = Decimal(str(raw[field]))
             except InvalidOperation as exc:
-                raise InvalidInput.on(money, "is not an amount") from exc
+                raise InvalidInput.on(field, "is not an amount") from exc
     if action == "reply" and not raw.get("note") and form.get("macro"):
         chain = await TicketRepository(db_session).load_chain(ticket_id)
         raw["note"] = macros.fill(str(form.get("macro")), macro_fields(chain))

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, get, post, put
 from litestar.datastructures import State
 from litestar.params import Parameter
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.auth.guards import ACT_ON_TICKETS, READ_TICKETS, current_principal, requires

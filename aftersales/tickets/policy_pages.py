@@ -6,7 +6,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.response import Redirect, Template
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +15,7 @@ from aftersales.auth.guards import WORK_TICKETS, current_principal, requires
 from aftersales.auth.models import User
 from aftersales.clock import Clock
 from aftersales.errors import DomainError, InvalidInput
-from aftersales.pages import PAGE_ERRORS, page_auth_error, render, is_htmx
+from aftersales.pages import PAGE_ERRORS, is_htmx, render
 from aftersales.settings import Settings
 from aftersales.web import write_session
 from aftersales.tickets.assignment import AssignmentService
