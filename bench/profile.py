@@ -29,6 +29,7 @@ async def _main(args: argparse.Namespace) -> None:
     from sqlalchemy import event
 
     os.environ["AFTERSALES_DATABASE_URL"] = args.db
+    phases = _time_phases() if args.phases else None
     from aftersales.app import create_app
     from aftersales.auth.tokens import create_token
     from aftersales.clock import SystemClock
@@ -75,6 +76,8 @@ async def _main(args: argparse.Namespace) -> None:
             for _ in range(5):
                 await send()
             stats.update(statements=0, db_seconds=0.0)
+            if phases is not None:
+                phases.clear()
             shapes.clear()
             prof = cProfile.Profile()
             t0 = time.perf_counter()
@@ -90,6 +93,9 @@ async def _main(args: argparse.Namespace) -> None:
     print(f"{args.n} × {what}: {wall / args.n * 1000:.2f} ms per step, "
           f"{stats['statements'] / args.n:.1f} SQL statements per request, "
           f"{stats['db_seconds'] / args.n * 1000:.2f} ms of it waiting on the database")
+    if phases is not None:
+        for phase, seconds in sorted(phases.items(), key=lambda kv: -kv[1]):
+            print(f"  {seconds / args.n * 1000:8.3f} ms per step  {phase}")
     if args.statements:
         print("  per step  ms/step  statement")
         for shape, (count, seconds) in sorted(shapes.items(), key=lambda kv: -kv[1][1])[:25]:
@@ -180,6 +186,63 @@ async def _tracking_sender(app: Any, client: Any, headers: dict[str, str]) -> An
     return send
 
 
+def _time_phases(patch: Any = setattr) -> dict[str, float]:
+    """Wrap the request's known phases with timers (seconds, summed): where a page or a batch spends
+    its time without cProfile's overhead on every call (bench F23, F24). Also times how long SQLite's
+    write lock is held, from BEGIN IMMEDIATE to the end of the transaction."""
+    import functools
+
+    from jinja2_fragments.litestar import HTMXBlockTemplate
+    from litestar import Litestar
+
+    from aftersales import sqlite_inline
+    from aftersales.tickets import pages
+    from aftersales.tickets.repository import TicketRepository
+
+    spent: dict[str, float] = {}
+
+    def timed(owner: Any, name: str, phase: str) -> None:
+        original = getattr(owner, name)
+        if asyncio.iscoroutinefunction(original):
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
+        else:
+            def wrapper(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+                started = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - started
+        patch(owner, name, functools.wraps(original)(wrapper))
+
+    timed(Litestar, "__call__", "app (all of the request's server side)")
+    timed(TicketRepository, "list_page", "TicketRepository.list_page")
+    timed(TicketRepository, "load_chain", "TicketRepository.load_chain")
+    timed(pages, "queue_rows", "tickets.pages.queue_rows")
+    timed(HTMXBlockTemplate, "to_asgi_response", "template render and response")
+
+    take, release = sqlite_inline.InlineConnection.take_write_lock, sqlite_inline.InlineConnection._release
+    taken: dict[int, float] = {}
+
+    async def take_write_lock(self: Any, cursor: Any, sql: str) -> None:
+        await take(self, cursor, sql)
+        taken[id(self)] = time.perf_counter()
+
+    def _release(self: Any) -> None:
+        started = taken.pop(id(self), None)
+        if started is not None:
+            spent["SQLite write lock held"] = spent.get("SQLite write lock held", 0.0) + time.perf_counter() - started
+        release(self)
+
+    patch(sqlite_inline.InlineConnection, "take_write_lock", take_write_lock)
+    patch(sqlite_inline.InlineConnection, "_release", _release)
+    return spent
+
+
 class _null:
     async def __aenter__(self) -> None:
         return None
@@ -202,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=35)
     p.add_argument("--time-only", action="store_true", help="no cProfile: the time per request without its overhead")
     p.add_argument("--statements", action="store_true", help="print the commonest SQL statements per step")
+    p.add_argument("--phases", action="store_true",
+                   help="time the known phases (listing, chain, rows, template, SQLite write lock); implies --time-only")
     p.add_argument("--batch", type=int, default=1, help="with --intake: requests sent at once per step (group commit)")
-    asyncio.run(_main(p.parse_args(argv)))
+    args = p.parse_args(argv)
+    args.time_only = args.time_only or args.phases
+    asyncio.run(_main(args))
     return 0
 
 
