@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
             worker_tasks.append(asyncio.create_task(
                 run_forever(app.state.sessionmaker, app.state.clock, interval=settings.worker_interval_seconds,
-                            stop=worker_stop, tz=settings.zone)
+                            stop=worker_stop, tz=settings.zone, read=app.state.read_sessionmaker)
             ))
 
     async def dispose_engine(app: Litestar) -> None:

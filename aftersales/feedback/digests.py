@@ -148,21 +148,27 @@ def _message(digest: Digest) -> dict[str, Any]:
     }
 
 
-async def generate_due_digests(factory: async_sessionmaker[AsyncSession], clock: Clock, tz: ZoneInfo) -> int:
-    """The worker's pass: yesterday's daily and last week's weekly digest for every team, once."""
+async def generate_due_digests(factory: async_sessionmaker[AsyncSession], clock: Clock, tz: ZoneInfo,
+                                read: async_sessionmaker[AsyncSession] | None = None) -> int:
+    """The worker's pass: yesterday's daily and last week's weekly digest for every team, once.
+    Each is built in a `read` session when given and only stored in a write transaction: on
+    SQLite, where `serve` runs this pass itself, building inside it held the one write lock for
+    the digest's queries (bench F25)."""
+    reader = read or factory
     created = 0
     for period in PERIODS:
         start = last_complete_period(period, clock.now(), tz)
         for team in TEAMS:
-            async with factory() as session:
+            async with reader() as session:
                 exists = await session.scalar(
                     select(Digest.id).where(Digest.team == team, Digest.period == period, Digest.period_start == start)
                 )
+                content = None if exists is not None else await build_digest(session, team, period, start, tz)
                 await session.rollback()
-            if exists is not None:
+            if content is None:
                 continue  # the common case: built already, by this or another worker
             async with factory() as session:
-                _, new = await generate_digest(session, clock, team, period, start, tz)
+                _, new = await generate_digest(session, clock, team, period, start, tz, content=content)
                 await session.commit()
                 created += int(new)
     return created
