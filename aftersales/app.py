@@ -21,7 +21,7 @@ from aftersales.auth.controllers import AuthController
 from aftersales.auth.guards import resolve_principal
 from aftersales.auth.tokens import SessionCache, TokenCache
 from aftersales.clock import Clock, SystemClock
-from aftersales.db import create_engine, create_sessionmaker
+from aftersales.db import create_engine, create_sessionmaker, reader_engine
 from aftersales.errors import EXCEPTION_HANDLERS, problem
 from aftersales.feedback.pages import FeedbackPages
 from aftersales.feedback.pages import TicketFeedbackPages
@@ -57,9 +57,7 @@ def integrity_error_handler(request: Any, exc: IntegrityError) -> Any:
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     engine = create_engine(settings.database_url, echo=settings.sql_echo, pool_size=settings.db_pool_size)
-    read_engine = (
-        create_engine(settings.database_url, echo=settings.sql_echo, for_writes=False) if settings.is_sqlite else engine
-    )
+    read_engine = reader_engine(engine, settings.database_url, echo=settings.sql_echo)
 
     worker_stop = asyncio.Event()
     worker_tasks: list[asyncio.Task[None]] = []

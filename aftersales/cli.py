@@ -98,7 +98,7 @@ def worker(interval: float | None, once: bool) -> None:
     import httpx
 
     from aftersales.clock import SystemClock
-    from aftersales.db import create_engine, create_sessionmaker
+    from aftersales.db import create_engine, create_sessionmaker, reader_engine
     from aftersales.worker import run_forever, run_once
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -106,7 +106,7 @@ def worker(interval: float | None, once: bool) -> None:
     engine = create_engine(settings.database_url)
     factory = create_sessionmaker(engine)
     # On SQLite what only reads goes through deferred readers, off the one write lock (bench F25).
-    read_engine = create_engine(settings.database_url, for_writes=False) if settings.is_sqlite else engine
+    read_engine = reader_engine(engine, settings.database_url)
     read = create_sessionmaker(read_engine)
 
     async def go() -> None:

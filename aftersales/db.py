@@ -199,6 +199,12 @@ def _checkpoint_in_background(engine: AsyncEngine, url: str) -> None:
     event.listen(engine.sync_engine, "engine_disposed", lambda _engine: checkpointer.stop())
 
 
+def reader_engine(writer: AsyncEngine, url: str, *, echo: bool = False) -> AsyncEngine:
+    """What only reads uses: SQLite's deferred readers, which never take the write lock, beside
+    the writer's engine; on PostgreSQL the writer's engine itself."""
+    return create_engine(url, echo=echo, for_writes=False) if make_url(url).get_backend_name() == "sqlite" else writer
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 

@@ -17,7 +17,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.params import Parameter
 from litestar.response import Redirect, Template
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales import i18n
 from aftersales.auth.guards import current_principal, requires
@@ -26,7 +26,9 @@ from aftersales.errors import InvalidInput, NotFound
 from aftersales.feedback import analytics
 from aftersales.feedback.actions import allowed_teams, require_team
 from aftersales.feedback.charts import return_rate_trend, weekly_return_rates
-from aftersales.feedback.digests import PERIODS, build_digest, generate_digest, last_complete_period, period_bounds
+from aftersales.feedback.digests import (
+    PERIODS, build_digest, find_digest, get_or_generate, last_complete_period, period_complete,
+)
 from aftersales.feedback.models import Digest, FeedbackRecord
 from aftersales.feedback.routing import TEAMS
 from aftersales.feedback.stats import ALPHA, MIN_RATIO, MIN_RETURNS, MIN_UNITS
@@ -111,45 +113,6 @@ def parse_digest_key(team: str, period: str, start: str) -> tuple[str, str, date
     if period == "week" and day.weekday() != 0:
         raise InvalidInput.on("start", "a weekly digest starts on a Monday")
     return team, period, day
-
-
-def period_complete(period: str, start: date, zone: ZoneInfo, now: datetime) -> bool:
-    return period_bounds(period, start, zone)[1] <= now
-
-
-async def find_digest(session: AsyncSession, team: str, period: str, start: date) -> Digest | None:
-    return await session.scalar(select(Digest).where(Digest.team == team, Digest.period == period, Digest.period_start == start))
-
-
-async def get_or_generate(session: AsyncSession, clock: Clock, zone: ZoneInfo, team: str, period: str, start: date,
-                          read: async_sessionmaker[AsyncSession] | None = None) -> tuple[Digest, bool]:
-    """The stored digest, or — once its period is over — generate it now (exactly once).
-
-    With `read`, the digest is looked up and built in a read session and only stored in `session`:
-    built inside the write transaction it held SQLite's one write lock (and this process's write
-    gate) for the ~0.6 s of its queries, stopping every intake and tracking batch meanwhile (bench
-    F25). Two builders of the same digest may both build it; the unique key stores one."""
-    if read is None:
-        existing = await find_digest(session, team, period, start)
-        if existing is not None:
-            return existing, False
-        _check_complete(period, start, zone, clock)
-        content = None
-    else:
-        async with read() as reading:
-            existing = await find_digest(reading, team, period, start)
-            if existing is not None:
-                return existing, False
-            _check_complete(period, start, zone, clock)
-            content = await build_digest(reading, team, period, start, zone)
-    digest, created = await generate_digest(session, clock, team, period, start, zone, content=content)
-    await session.commit()
-    return digest, created
-
-
-def _check_complete(period: str, start: date, zone: ZoneInfo, clock: Clock) -> None:
-    if not period_complete(period, start, zone, clock.now()):
-        raise InvalidInput.on("start", "this period is not over yet: its digest is generated once it ends")
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -300,8 +263,8 @@ class FeedbackController(Controller):
                        clock: Clock, settings: Settings) -> Response[DigestOut]:
         """Generate on demand, exactly once: 201 with the new digest, 200 with the existing one."""
         team, period, day = parse_digest_key(team, period, start)
-        digest, created = await get_or_generate(db_session, clock, settings.zone, team, period, day,
-                                                read=request.app.state.read_sessionmaker)
+        digest, created = await get_or_generate(db_session, request.app.state.read_sessionmaker, clock, settings.zone,
+                                                team, period, day)
         return Response(content=digest_out(digest), status_code=201 if created else 200)
 
     @get("/analytics", guards=[requires(*READ_ANALYTICS)])
@@ -381,7 +344,7 @@ class FeedbackReportPages(Controller):
         if preview:
             digest, content = None, await build_digest(db_session, team, period, day, zone)
         else:
-            digest, _ = await get_or_generate(db_session, clock, zone, team, period, day, read=request.app.state.read_sessionmaker)
+            digest, _ = await get_or_generate(db_session, request.app.state.read_sessionmaker, clock, zone, team, period, day)
             content = digest.content
         span = PERIODS[period]
         context = {

@@ -8,7 +8,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from aftersales.auth.tokens import create_token
-from aftersales.db import create_engine, create_sessionmaker
+from aftersales.db import create_sessionmaker, reader_engine
 from aftersales.feedback import digests
 from aftersales.feedback.models import Digest
 from aftersales.feedback.routing import TEAMS
@@ -20,7 +20,7 @@ ZONE = ZoneInfo("Asia/Shanghai")
 
 async def test_digest_pass_lets_other_writers_commit_while_it_builds(settings, engine, clock, monkeypatch):
     factory = create_sessionmaker(engine)
-    read_engine = create_engine(settings.database_url, for_writes=False) if settings.is_sqlite else engine
+    read_engine = reader_engine(engine, settings.database_url)
     real_build = digests.build_digest
     written: list[int] = []
 
