@@ -101,7 +101,7 @@ JSONType = JSON()
 class unindexed(FunctionElement[Any]):
     """The column itself, spelled so that no index on it can serve the condition (`+column` on
     SQLite, `(column || '')`, `(column + 0)` or `(column + interval '0 seconds')` on PostgreSQL): a filter must not drive the query.
-    Left alone, the planners pick e.g. ix_tickets_kind (every exchange ever, or a bitmap of it) over
+    Left alone, the planners picked e.g. an index on kind (every exchange ever, or a bitmap of it) over
     the partial index of open tickets or the period's range, and the cost grows with the history."""
 
     inherit_cache = True
@@ -277,18 +277,7 @@ async def insert_pending(session: AsyncSession, models: tuple[type[Any], ...]) -
         await session.execute(insert(model.__table__), _same_keys(model, rows))
 
 
-def set_defaults(obj: Any) -> None:
-    """Set every column attribute not given yet to its Python default (or None), as the INSERT
-    would: an object attached after a bulk INSERT (make_transient_to_detached) then has nothing
-    left to load lazily, which async sessions cannot do."""
-    state = inspect(obj).dict
-    for column in obj.__table__.columns:
-        key = column.key
-        if key not in state and not column.primary_key:
-            setattr(obj, key, _python_default(column))
-
-
-def _python_default(column: Any) -> Any:
+def python_default(column: Any) -> Any:
     """The value an INSERT leaving the column out would give it on the Python side (None if none)."""
     default = column.default
     if default is None:
@@ -305,7 +294,7 @@ def _same_keys(model: type[Any], rows: list[dict[str, Any]]) -> list[dict[str, A
         column = model.__table__.c[key]
         if column.server_default is not None:
             return rows  # only the database knows this default: leave the rows as they are
-        fill[key] = _python_default(column)
+        fill[key] = python_default(column)
     return [{**fill, **row} if len(row) < len(keys) else row for row in rows]
 
 

@@ -80,17 +80,17 @@ async def _main(args: argparse.Namespace) -> None:
                 phases.clear()
             shapes.clear()
             prof = cProfile.Profile()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             if not args.time_only:
                 prof.enable()
             for _ in range(args.n):
                 await send()
             prof.disable()
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     what = "POST /api/v1/tickets" if args.intake else "POST /api/v1/tracking-events (500)" if args.tracking else f"GET {args.path}"
     if args.batch > 1:
         what += f" × {args.batch} at once"
-    print(f"{args.n} × {what}: {wall / args.n * 1000:.2f} ms per step, "
+    print(f"{args.n} × {what}: {wall / args.n * 1000:.2f} ms per step ({cpu / args.n * 1000:.2f} ms of CPU), "
           f"{stats['statements'] / args.n:.1f} SQL statements per request, "
           f"{stats['db_seconds'] / args.n * 1000:.2f} ms of it waiting on the database")
     if phases is not None:

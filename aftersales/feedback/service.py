@@ -3,10 +3,11 @@ acknowledgements and actions."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, union_all
+from sqlalchemy import Integer, bindparam, delete, func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.clock import Clock
@@ -22,6 +23,22 @@ from aftersales.tickets.models import Ticket, TicketItem
 # Beyond the one-to-one defaults: size trouble that repeats on one product is a selection issue.
 EXTRA_DEFAULT_RULES = (("fit.size", "selection", 3, "repeated size complaints on one product"),)
 REPEAT_WINDOW = timedelta(days=30)
+
+
+@functools.lru_cache(maxsize=256)
+def _latest_statement(pairs: int) -> Any:
+    """The latest rows of each of `pairs` (product, reason) pairs, one index range each, every value
+    bound (p0, r0, …, before, limit): built once per pair count, as building and compiling the union
+    of subqueries cost more than running it (bench F26)."""
+    t = TicketItem.__table__
+    parts = [
+        select(t.c.product_id, t.c.reason_code, t.c.ticket_id, t.c.requested_at)
+        .where(t.c.product_id == bindparam(f"p{i}"), t.c.reason_code == bindparam(f"r{i}"),
+               t.c.requested_at < bindparam("before", type_=t.c.requested_at.type))
+        .order_by(t.c.requested_at.desc()).limit(bindparam("limit", type_=Integer())).subquery()
+        for i in range(pairs)
+    ]
+    return union_all(*(select(*part.c) for part in parts))
 
 
 class FeedbackService:
@@ -102,15 +119,11 @@ class FeedbackService:
         whose rows hold fewer distinct tickets than asked is read again, further back."""
         limit = enough
         while pairs:
-            parts = [
-                select(TicketItem.product_id, TicketItem.reason_code, TicketItem.ticket_id, TicketItem.requested_at)
-                .where(TicketItem.product_id == product_id, TicketItem.reason_code == reason, TicketItem.requested_at < before)
-                .order_by(TicketItem.requested_at.desc()).limit(limit).subquery()
-                for product_id, reason in pairs
-            ]
-            query = union_all(*(select(*part.c) for part in parts))
+            values: dict[str, Any] = {"before": before, "limit": limit}
+            for i, (product_id, reason) in enumerate(pairs):
+                values.update({f"p{i}": product_id, f"r{i}": reason})
             found: dict[tuple[str, str], list[tuple[int, datetime]]] = {pair: [] for pair in pairs}
-            for product_id, reason, ticket_id, requested_at in await self.session.execute(query):
+            for product_id, reason, ticket_id, requested_at in await self.session.execute(_latest_statement(len(pairs)), values):
                 found[(product_id, reason)].append((ticket_id, requested_at))
             short = []
             for pair, rows in found.items():

@@ -78,10 +78,14 @@ class OrderItem(Base):
 
 class Shipment(Base):
     __tablename__ = "shipments"
-    __table_args__ = (UniqueConstraint("carrier", "tracking_number"),)
+    __table_args__ = (
+        UniqueConstraint("carrier", "tracking_number"),
+        # Lookups by order, and intake's "was this order shipped" from the index alone (bench F26).
+        Index("ix_shipments_order_direction", "order_id", "direction"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), nullable=True, index=True)
     direction: Mapped[str] = mapped_column(String(16))
     carrier: Mapped[str] = mapped_column(String(32))

@@ -63,7 +63,7 @@ async def load_fact_sources(session: AsyncSession, orders: list[Order], first_at
     )).scalars())
     sources.customers = dict((await session.execute(
         select(Customer.id, Customer.external_id).where(Customer.id.in_(customer_ids))
-    )).tuples().all())
+    )).all())
     if session_ids:
         # Whole objects: routing feedback reads them again through the session's identity map.
         for live in (await session.execute(select(LiveSession).where(LiveSession.id.in_(session_ids)))).scalars():

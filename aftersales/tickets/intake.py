@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached, selectinload
+from sqlalchemy.orm import selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
-from aftersales.db import add_row, collecting_rows, dialect_insert, insert_pending, set_defaults
+from aftersales.db import add_row, collecting_rows, dialect_insert, insert_pending, python_default
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.settings import existing_reasons
@@ -51,9 +51,25 @@ class IntakeRequest:
     actor: Principal
 
 
+class NewTicket:
+    """A ticket being opened: plain attributes named and defaulted like Ticket's columns, which
+    the intake rules read and set as they would a Ticket, written by the batch's one INSERT. Not
+    an ORM object: building, tracking and attaching 64 of them took ~15 % of a batch (bench F26)."""
+
+    __slots__ = tuple(column.key for column in Ticket.__table__.columns)
+
+    def __init__(self, **values: Any) -> None:
+        for column in Ticket.__table__.columns:
+            key = column.key
+            setattr(self, key, values[key] if key in values else python_default(column))
+
+    def row(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.__slots__}
+
+
 @dataclass
 class Opened:
-    ticket: Ticket
+    ticket: Ticket | NewTicket  # a NewTicket when this batch opened it (created), else the stored Ticket
     created: bool
 
 
@@ -157,7 +173,7 @@ class IntakeService:
 
     # -- writing the batch ------------------------------------------------------------------------
 
-    async def _create(self, valid: list[_Valid], now: datetime, fresh_session: bool) -> list[Ticket]:
+    async def _create(self, valid: list[_Valid], now: datetime, fresh_session: bool) -> list[NewTicket]:
         numbers = await self.take_numbers(now, len(valid), own_transaction=fresh_session)
         first_at = min(v.requested_at for v in valid)
         last_at = max(v.requested_at for v in valid)
@@ -169,7 +185,7 @@ class IntakeService:
         # The tickets are built whole in memory and written once, in their final state, with ids
         # taken up front: an INSERT then an UPDATE of every new row maintained each index twice.
         ids = await self._new_ids(len(valid))
-        tickets = [Ticket(id=ticket_id, **self._new_ticket(v, number, now)) for ticket_id, v, number in zip(ids, valid, numbers)]
+        tickets = [NewTicket(id=ticket_id, **self._new_ticket(v, number, now)) for ticket_id, v, number in zip(ids, valid, numbers)]
         moves = TicketService(self.session, self.clock, self.tz, fresh=True)
         assignment = AssignmentService(self.session, self.clock, fresh=True)
         current = await PolicyService(self.session, self.clock).current()
@@ -187,13 +203,9 @@ class IntakeService:
                 await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
                 sources.add(ticket)
                 await feedback.record_ticket(ticket, entry.order, claimed)
-            for ticket in tickets:
-                set_defaults(ticket)
-            self.session.add_all(tickets)
+            for ticket in tickets:  # in their final state, before the rows that refer to them
+                add_row(self.session, Ticket, **ticket.row())
             await insert_pending(self.session, (Ticket, *DEPENDENT_ROWS))
-        for ticket in tickets:  # back in the session as the rows they now are
-            make_transient_to_detached(ticket)
-            self.session.add(ticket)
         return tickets
 
     async def _new_ids(self, count: int) -> list[int]:
@@ -237,7 +249,7 @@ class IntakeService:
         return [f"AS-{day:%Y%m%d}-{seq:06d}" for seq in range(last - count + 1, last + 1)]
 
     async def _decide(
-        self, ticket: Ticket, order: Order, claimed: list[OrderItem], current: CurrentPolicy, sources: FactSources,
+        self, ticket: NewTicket, order: Order, claimed: list[OrderItem], current: CurrentPolicy, sources: FactSources,
         moves: TicketService, assignment: AssignmentService,
     ) -> None:
         """Apply the published policy: approve the standard cases, route the rest to a queue."""

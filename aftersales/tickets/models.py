@@ -51,7 +51,7 @@ class Ticket(Base):
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
-    kind: Mapped[str] = mapped_column(String(16), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # four values: no index (bench F26)
     reason_code: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32))
     requested_amount: Mapped[Decimal] = mapped_column(Money)

@@ -61,7 +61,11 @@ class TicketService:
             [IntakeRequest(data, actor)], fresh_session=fresh_session)
         if isinstance(outcome, Exception):
             raise outcome
-        return outcome.ticket, outcome.created
+        ticket = outcome.ticket
+        if not isinstance(ticket, Ticket):  # opened just now: the row the batch wrote
+            ticket = await self.session.get(Ticket, ticket.id)
+            assert ticket is not None
+        return ticket, outcome.created
 
     # -- actions --------------------------------------------------------------------------
 

@@ -236,3 +236,27 @@ async def test_a_batch_that_fails_as_a_whole_is_answered_one_by_one(app, concurr
     assert [r.status_code for r in responses] == [201, 422, 201, 201]
     replay = await _post(client, tokens, bodies[0], key="F-0")
     assert replay.status_code == 201 and replay.json()["number"] == responses[0].json()["number"]
+
+
+async def test_a_new_ticket_row_has_every_column_the_model_defines(engine, clock, settings, scenario) -> None:
+    """Intake builds tickets as plain NewTicket values, not ORM objects (bench F26): the row it
+    writes must still carry every column's default, and open_ticket hands back the stored Ticket."""
+    from decimal import Decimal
+
+    from aftersales.tickets.intake import NewTicket
+    from aftersales.tickets.service import TicketService
+
+    assert set(NewTicket.__slots__) == {column.key for column in Ticket.__table__.columns}
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session:
+        body = msgspec.convert(ticket_body("O-5", **EXCHANGE), TicketIn)
+        ticket, created = await TicketService(session, clock, settings.zone).open_ticket(body, PLATFORM)
+        await session.commit()
+    assert created and isinstance(ticket, Ticket)
+    t = Ticket.__table__
+    async with sessionmaker() as session:
+        row = (await session.execute(select(t).where(t.c.id == ticket.id))).one()._mapping
+    assert row["evidence_urls"] == [] and row["sla_alerts_fired"] == []
+    assert row["resolution_breached"] is False and row["sla_elapsed_seconds"] == 0.0
+    assert row["refunded_amount"] == Decimal("0") and row["version"] >= 1 and row["sla_due_at"] is not None
+    assert {key: getattr(ticket, key) for key in row.keys()} == dict(row)
