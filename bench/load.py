@@ -316,7 +316,11 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             conn.transport.close()
 
     await asyncio.gather(*((agent if spec["kind"] == "agent" else worker)(i) for i in range(concurrency)))
-    elapsed = max(time.perf_counter(), measure_to) - measure_from
+    ended = time.perf_counter()
+    elapsed = max(ended, measure_to) - measure_from
+    # The measured window on the wall clock, so that the runner can charge the servers' CPU to it.
+    epoch_offset = time.time() - ended
+    window = [round(measure_from + epoch_offset, 3), round(max(ended, measure_to) + epoch_offset, 3)]
     latencies.sort()
 
     def pct(p: float) -> float | None:
@@ -339,6 +343,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "rps": round(len(latencies) / max(duration, elapsed), 2),
         "units_per_s": round(units / max(duration, elapsed), 1),
+        "units": units,
+        "window": window,
         "p50_ms": pct(0.50),
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),

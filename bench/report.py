@@ -36,6 +36,15 @@ def latest_results() -> list[dict[str, Any]]:
     return sorted(by_key.values(), key=lambda r: (r["scale"], r["db"]))
 
 
+def cpu_per_unit(s: dict[str, Any]) -> str:
+    """'1.31' (app) or '1.25 + 0.96' (app + PostgreSQL); '–' where the run did not measure it."""
+    app = s.get("server_cpu_ms_per_unit")
+    if app is None:
+        return "–"
+    db = s.get("postgres_cpu_ms_per_unit")
+    return f"{app:.3g}" if db is None else f"{app:.3g} + {db:.3g}"
+
+
 def _fmt(v: Any, digits: int = 1) -> str:
     if v is None:
         return "–"
@@ -138,10 +147,12 @@ def write_docs() -> None:
         add("## Results")
         add("")
         add("Throughput is requests/s; *units/s* counts tickets (intake), tracking events (ingestion) or tickets acted on")
-        add("(mixed_agents, each = next + open + act). Latency in ms.")
+        add("(mixed_agents, each = next + open + act). Latency in ms. *CPU ms/unit*: CPU time of the app's processes, and after")
+        add("the + of PostgreSQL's, per unit in the measured window (from /proc every 0.1 s; not for the mixed scenario, whose")
+        add("loads share the servers): steadier than a rate from run to run on this shared machine.")
         add("")
-        add("| scale | db | app instances | scenario | concurrency | req/s | units/s | p50 | p95 | p99 | errors | × ceiling | peak RSS MB | target |")
-        add("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        add("| scale | db | app instances | scenario | concurrency | req/s | units/s | p50 | p95 | p99 | errors | × ceiling | CPU ms/unit | peak RSS MB | target |")
+        add("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in results:
             for run in r["runs"]:
                 for name in ORDER + [n for n in run["scenarios"] if n not in ORDER]:
@@ -150,7 +161,7 @@ def write_docs() -> None:
                         continue
                     add(f"| {r['scale']:,} | {_db(r)} | {run['instances']} | {name} | {s['concurrency']} | {_fmt(s['rps'])} | "
                         f"{_fmt(s['units_per_s'])} | {_fmt(s['p50_ms'])} | {_fmt(s['p95_ms'])} | {_fmt(s['p99_ms'])} | "
-                        f"{s['errors']} | {_fmt(s.get('ceiling_ratio'), 3)} | {_fmt(s.get('peak_rss_mb'))} | {_verdict(name, s, TARGETS)} |")
+                        f"{s['errors']} | {_fmt(s.get('ceiling_ratio'), 3)} | {cpu_per_unit(s)} | {_fmt(s.get('peak_rss_mb'))} | {_verdict(name, s, TARGETS)} |")
         add("")
         mixed_rows = [(r, run, run["scenarios"]["mixed_agents"]) for r in results for run in r["runs"] if "mixed_agents" in run["scenarios"]]
         if mixed_rows:

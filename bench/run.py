@@ -233,12 +233,44 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _cpu_ticks(pids: list[int]) -> int:
+    """User + system clock ticks the processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (the backends serving the app among them)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
-    """Peak resident memory of each server's process tree while a scenario runs."""
+    """Peak resident memory of each server's process tree while a scenario runs, and the CPU the
+    servers (and PostgreSQL's processes) use, sampled so that it can be charged to the load
+    driver's measured window: CPU per unit of work is steadier than a rate on a shared machine."""
 
     def __init__(self, servers: list[Server]) -> None:
         self.servers = servers
         self.peak_kb = 0
+        self.cpu: list[tuple[float, int, int]] = []  # (time, server ticks, PostgreSQL ticks)
+        self._postgres = any(s.url.startswith("postgresql") for s in servers)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -254,9 +286,27 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            pids = []
             for s in self.servers:
-                self.peak_kb = max(self.peak_kb, sum(_status_kb(p, "VmRSS") for p in s.pids()))
+                tree = s.pids()
+                pids += tree
+                self.peak_kb = max(self.peak_kb, sum(_status_kb(p, "VmRSS") for p in tree))
+            self.cpu.append((time.time(), _cpu_ticks(pids), _cpu_ticks(_postgres_pids()) if self._postgres else 0))
             time.sleep(0.1)
+
+    def cpu_ms_per_unit(self, result: dict[str, Any]) -> dict[str, float]:
+        """Milliseconds of CPU per unit of work in the driver's measured window (samples every 0.1 s)."""
+        start, end = result.get("window") or (0.0, 0.0)
+        inside = [sample for sample in self.cpu if start <= sample[0] <= end]
+        units = result.get("units") or 0
+        if len(inside) < 2 or not units:
+            return {}
+        (t0, app0, db0), (t1, app1, db1) = inside[0], inside[-1]
+        scale = 1000 / CLOCK_TICKS / units * (end - start) / (t1 - t0)  # the samples span a little less than the window
+        out = {"server_cpu_ms_per_unit": round((app1 - app0) * scale, 3)}
+        if self._postgres:
+            out["postgres_cpu_ms_per_unit"] = round((db1 - db0) * scale, 3)
+        return out
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
@@ -448,6 +498,8 @@ def run_loads(specs: list[dict[str, Any]], servers: list[Server]) -> list[dict[s
                 raise RuntimeError(f"load driver failed: {err[-2000:]}")
             result = json.loads(out.strip().splitlines()[-1])
             result["peak_rss_mb"] = round(rss.peak_kb / 1024, 1)
+            if len(specs) == 1:  # loads run together share the servers' CPU: no per-unit figure
+                result.update(rss.cpu_ms_per_unit(result))
             results.append(result)
         return results
     finally:
@@ -836,15 +888,18 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from bench.report import cpu_per_unit
+
     table = Table(title=f"{result['db']} · {result['scale']:,} tickets")
-    for col in ("inst", "scenario", "c", "req/s", "units/s", "p50 ms", "p95 ms", "p99 ms", "errors", "× ceiling", "peak RSS MB"):
+    for col in ("inst", "scenario", "c", "req/s", "units/s", "p50 ms", "p95 ms", "p99 ms", "errors", "× ceiling", "CPU ms/unit", "peak RSS MB"):
         table.add_column(col, justify="right" if col not in ("scenario",) else "left")
     for run in result["runs"]:
         for name, r in run["scenarios"].items():
             table.add_row(str(run["instances"]), name, str(r["concurrency"]), f"{r['rps']:,.0f}", f"{r['units_per_s']:,.0f}",
                           str(r["p50_ms"]), str(r["p95_ms"]), str(r["p99_ms"]), str(r["errors"]),
-                          f"{r['ceiling_ratio']:.3f}" if r["ceiling_ratio"] is not None else "-", str(r["peak_rss_mb"]))
-    Console(stderr=True, width=170).print(table)
+                          f"{r['ceiling_ratio']:.3f}" if r["ceiling_ratio"] is not None else "-", cpu_per_unit(r),
+                          str(r["peak_rss_mb"]))
+    Console(stderr=True, width=190).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
