@@ -110,6 +110,8 @@ def write_docs() -> None:
     add("What one run does: generate the data set with bulk inserts (`bench/generate.py`; reproducible from `--seed`), create")
     add("API tokens (integration, agent, supervisor), a signed-in agent and supervisor, and 40 agent users with personal tokens")
     add("through the `aftersales` CLI (`user create`, `token create [--user]`; run in one interpreter by `bench/clibatch.py`),")
+    add("read the data set's files once into the OS page cache (as on a server that has been running; this 24 GB machine")
+    add("cannot hold both 1,000,000-ticket data sets at once, so without it a run measured the disk: F26),")
     add("start the server exactly as the README does")
     add("(`aftersales serve --port P --no-migrate`, uvicorn, one process per instance), then run each scenario from a")
     add("separate load process (`bench/load.py`: uvloop + httptools keep-alive HTTP/1.1 client, closed loop, fixed")
