@@ -233,16 +233,29 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def _cpu_ticks(pids: list[int]) -> int:
-    """User + system clock ticks the processes have used so far."""
-    total = 0
+def _cpu_ticks(pids: list[int]) -> dict[int, int]:
+    """User + system clock ticks each process has used so far."""
+    ticks = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks
+
+
+def _ticks_used(samples: list[dict[int, int]]) -> int:
+    """Ticks used between the first and the last sample, process by process: one that starts
+    meanwhile counts from zero, one that exits (an autovacuum worker, a closed connection's
+    backend) up to its last sample rather than taking its whole past out of the total."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for index, sample in enumerate(samples):
+        for pid, ticks in sample.items():
+            first.setdefault(pid, ticks if index == 0 else 0)
+            last[pid] = ticks
+    return sum(last[pid] - first[pid] for pid in last)
 
 
 def _postgres_pids() -> list[int]:
@@ -269,7 +282,7 @@ class RssSampler:
     def __init__(self, servers: list[Server]) -> None:
         self.servers = servers
         self.peak_kb = 0
-        self.cpu: list[tuple[float, int, int]] = []  # (time, server ticks, PostgreSQL ticks)
+        self.cpu: list[tuple[float, dict[int, int], dict[int, int]]] = []  # (time, server ticks, PostgreSQL ticks) by pid
         self._postgres = any(s.url.startswith("postgresql") for s in servers)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -291,7 +304,7 @@ class RssSampler:
                 tree = s.pids()
                 pids += tree
                 self.peak_kb = max(self.peak_kb, sum(_status_kb(p, "VmRSS") for p in tree))
-            self.cpu.append((time.time(), _cpu_ticks(pids), _cpu_ticks(_postgres_pids()) if self._postgres else 0))
+            self.cpu.append((time.time(), _cpu_ticks(pids), _cpu_ticks(_postgres_pids()) if self._postgres else {}))
             time.sleep(0.1)
 
     def cpu_ms_per_unit(self, result: dict[str, Any]) -> dict[str, float]:
@@ -301,11 +314,11 @@ class RssSampler:
         units = result.get("units") or 0
         if len(inside) < 2 or not units:
             return {}
-        (t0, app0, db0), (t1, app1, db1) = inside[0], inside[-1]
-        scale = 1000 / CLOCK_TICKS / units * (end - start) / (t1 - t0)  # the samples span a little less than the window
-        out = {"server_cpu_ms_per_unit": round((app1 - app0) * scale, 3)}
+        span = inside[-1][0] - inside[0][0]
+        scale = 1000 / CLOCK_TICKS / units * (end - start) / span  # the samples span a little less than the window
+        out = {"server_cpu_ms_per_unit": round(_ticks_used([app for _, app, _ in inside]) * scale, 3)}
         if self._postgres:
-            out["postgres_cpu_ms_per_unit"] = round((db1 - db0) * scale, 3)
+            out["postgres_cpu_ms_per_unit"] = round(_ticks_used([db for _, _, db in inside]) * scale, 3)
         return out
 
     def __exit__(self, *exc: Any) -> None:
