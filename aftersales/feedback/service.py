@@ -7,11 +7,11 @@ import functools
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, delete, func, select, union_all
+from sqlalchemy import Integer, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.clock import Clock
-from aftersales.db import add_row
+from aftersales.db import add_row, numbered_values, union_of_parts
 from aftersales.errors import InvalidInput, NotFound
 from aftersales.feedback import classify
 from aftersales.feedback.models import FeedbackItem, FeedbackRecord, ReasonCategory, RoutingRule
@@ -31,14 +31,12 @@ def _latest_statement(pairs: int) -> Any:
     bound (p0, r0, …, before, limit): built once per pair count, as building and compiling the union
     of subqueries cost more than running it (bench F26)."""
     t = TicketItem.__table__
-    parts = [
+    return union_of_parts(pairs, lambda i: (
         select(t.c.product_id, t.c.reason_code, t.c.ticket_id, t.c.requested_at)
         .where(t.c.product_id == bindparam(f"p{i}"), t.c.reason_code == bindparam(f"r{i}"),
                t.c.requested_at < bindparam("before", type_=t.c.requested_at.type))
-        .order_by(t.c.requested_at.desc()).limit(bindparam("limit", type_=Integer())).subquery()
-        for i in range(pairs)
-    ]
-    return union_all(*(select(*part.c) for part in parts))
+        .order_by(t.c.requested_at.desc()).limit(bindparam("limit", type_=Integer()))
+    ))
 
 
 class FeedbackService:
@@ -119,9 +117,7 @@ class FeedbackService:
         whose rows hold fewer distinct tickets than asked is read again, further back."""
         limit = enough
         while pairs:
-            values: dict[str, Any] = {"before": before, "limit": limit}
-            for i, (product_id, reason) in enumerate(pairs):
-                values.update({f"p{i}": product_id, f"r{i}": reason})
+            values = {"before": before, "limit": limit, **numbered_values(pairs, ("p", "r"))}
             found: dict[tuple[str, str], list[tuple[int, datetime]]] = {pair: [] for pair in pairs}
             for product_id, reason, ticket_id, requested_at in await self.session.execute(_latest_statement(len(pairs)), values):
                 found[(product_id, reason)].append((ticket_id, requested_at))

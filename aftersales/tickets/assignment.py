@@ -10,13 +10,13 @@ import functools
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, func, select, union_all, update
+from sqlalchemy import Integer, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from aftersales.auth.models import User
 from aftersales.auth.principal import Principal
 from aftersales.clock import Clock
-from aftersales.db import add_row
+from aftersales.db import add_row, numbered_values, union_of_parts
 from aftersales.errors import Conflict, Forbidden, InvalidInput, NotFound
 from aftersales.schemas import check_id
 from aftersales.tickets.models import Queue, QueueMember, Ticket, TimelineEvent
@@ -31,10 +31,6 @@ CANDIDATES = 4
 MAX_CANDIDATES = 256
 
 
-def _groups(queues: list[str]) -> list[tuple[str, str]]:
-    return [(queue, status) for queue in queues for status in WORKABLE]
-
-
 @functools.lru_cache(maxsize=128)
 def _next_candidates(groups: int, due: bool) -> Any:
     """The `k` most urgent unassigned tickets over `groups` (queue, status) pairs (bound as q0, s0, …):
@@ -46,14 +42,12 @@ def _next_candidates(groups: int, due: bool) -> Any:
     def order(c: Any) -> tuple[Any, ...]:
         return ((c.sla_due_at.asc(),) if due else ()) + (c.priority.desc(), c.requested_at.asc(), c.id.asc())
     k = bindparam("k", type_=Integer())
-    parts = [
+    merged = union_of_parts(groups, lambda i: (
         select(t.c.id, t.c.sla_due_at, t.c.priority, t.c.requested_at)
         .where(t.c.queue == bindparam(f"q{i}"), t.c.assignee_id.is_(None), t.c.status == bindparam(f"s{i}"),
                t.c.sla_due_at.is_not(None) if due else t.c.sla_due_at.is_(None))
-        .order_by(*order(t.c)).limit(k).subquery()
-        for i in range(groups)
-    ]
-    merged = union_all(*(select(*part.c) for part in parts)).subquery()
+        .order_by(*order(t.c)).limit(k)
+    )).subquery()
     return select(merged.c.id).order_by(*order(merged.c)).limit(k)
 
 
@@ -81,13 +75,13 @@ class AssignmentService:
         queues = await self.queues_of(agent.id)
         if not queues:
             return None
-        groups = {f"q{i}": queue for i, (queue, _) in enumerate(_groups(queues))}
-        groups.update({f"s{i}": status for i, (_, status) in enumerate(_groups(queues))})
+        groups = [(queue, status) for queue in queues for status in WORKABLE]
+        values = numbered_values(groups, ("q", "s"))
         postgres = self.session.get_bind().dialect.name == "postgresql"
         for due in (True, False):  # tickets with an SLA due time first, then those without (paused clocks)
             many = CANDIDATES
             while True:
-                ids = list(await self.session.scalars(_next_candidates(len(queues) * len(WORKABLE), due), {**groups, "k": many}))
+                ids = list(await self.session.scalars(_next_candidates(len(groups), due), {**values, "k": many}))
                 for ticket_id in ids:
                     if postgres and not await self._lock_if_free(ticket_id):
                         continue  # another agent is taking it right now
