@@ -247,13 +247,23 @@ def inline_creator(url: str, *, timeout: float = 30.0) -> Callable[[], Awaitable
 # waits for (nor blocks) readers or the writer.
 SAFETY_CHECKPOINT_PAGES = 16_000  # ~64 MB of log
 CHECKPOINT_EVERY_SECONDS = 0.25
+# A PASSIVE checkpoint copies pages but never makes the log start again from its beginning: the
+# next writer does that only when no reader is still reading from the log. With two processes on
+# one file there always was one, and the log grew by ~20 MB a second of intake without end, each
+# page lookup and commit slower than the last (bench F28). Past this many pages of log the thread
+# runs a RESTART checkpoint, which waits at most RESTART_WAIT_MS for the readers to move on.
+RESTART_AFTER_PAGES = 4_096  # ~16 MB of log
+RESTART_WAIT_MS = 50
 
 
 class Checkpointer:
-    def __init__(self, database: str, every: float = CHECKPOINT_EVERY_SECONDS) -> None:
+    def __init__(self, database: str, every: float = CHECKPOINT_EVERY_SECONDS,
+                 restart_after: int = RESTART_AFTER_PAGES) -> None:
         self.database = database
         self.every = every
+        self.restart_after = restart_after
         self.checkpoints = 0  # passes that copied pages, for tests and diagnosis
+        self.restarts = 0  # RESTART checkpoints that succeeded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
 
@@ -280,5 +290,22 @@ class Checkpointer:
                 if copied > 0 and (log, copied) != before:
                     self.checkpoints += 1
                 before = (log, copied)
+                if log >= self.restart_after and self._restart(conn):
+                    before = (0, 0)
         finally:
             conn.close()
+
+    def _restart(self, conn: sqlite3.Connection) -> bool:
+        """Copy the rest of the log and have the next writer start it afresh. Meanwhile new
+        writers wait (they retry BEGIN IMMEDIATE asynchronously); readers never do."""
+        conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+        try:
+            busy, _log, _copied = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.execute("PRAGMA busy_timeout=0")
+        if busy:
+            return False  # a long reader (a report) is still on the log: next round
+        self.restarts += 1
+        return True

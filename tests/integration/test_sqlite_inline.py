@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import event, func, literal, select, text
 
 from aftersales.db import checkpointer_of, create_engine
-from aftersales.sqlite_inline import OFFLOAD_MARK
+from aftersales.sqlite_inline import OFFLOAD_MARK, Checkpointer
 
 
 @pytest.fixture
@@ -258,3 +259,52 @@ async def test_sqlite_datetimes_are_stored_as_sortable_utc_text(tmp_path: Path) 
     assert ordered == [9, 2, 0, 1]
     assert later == [1]
     await engine.dispose()
+
+
+@pytest.mark.parametrize("restart_after", [200, None])
+def test_the_log_starts_afresh_although_some_reader_is_always_reading_it(tmp_path: Path, restart_after: int | None) -> None:
+    """Two app processes on one file: at every moment some reader is inside a transaction, so a
+    PASSIVE checkpoint never lets the next writer start the log again, and it grew without end
+    (bench F28). Past `restart_after` pages the checkpoint thread runs a RESTART checkpoint that
+    waits for the readers to move on. (None: restarts off, showing that the scenario is real.)"""
+    database = str(tmp_path / "busy.db")
+    writer = sqlite3.connect(database, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # as the app's writers: the thread checkpoints
+    writer.execute("CREATE TABLE t (x TEXT)")
+    stop = threading.Event()
+
+    def overlapping_readers() -> None:
+        first, second = (sqlite3.connect(database, isolation_level=None) for _ in range(2))
+        first.execute("BEGIN")
+        first.execute("SELECT count(*) FROM t").fetchone()
+        while not stop.is_set():  # one of the two is always inside a read transaction
+            for started, ending in ((second, first), (first, second)):
+                started.execute("BEGIN")
+                started.execute("SELECT count(*) FROM t").fetchone()
+                time.sleep(0.002)
+                ending.execute("COMMIT")
+        first.close()
+        second.close()
+
+    readers = threading.Thread(target=overlapping_readers, daemon=True)
+    readers.start()
+    checkpointer = Checkpointer(database, every=0.01, restart_after=restart_after or 10**9).start()
+    try:
+        for _ in range(120):  # ~15 pages of log each
+            writer.execute("BEGIN IMMEDIATE")
+            writer.executemany("INSERT INTO t VALUES (?)", [("x" * 3000,)] * 20)
+            writer.execute("COMMIT")
+            time.sleep(0.005)
+    finally:
+        checkpointer.stop()
+        stop.set()
+        readers.join()
+    _busy, pages_in_log, _copied = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert writer.execute("SELECT count(*) FROM t").fetchone()[0] == 2400
+    writer.close()
+    if restart_after is None:
+        assert pages_in_log > 1500 and checkpointer.restarts == 0  # every commit's pages still in the log
+    else:
+        assert checkpointer.restarts > 0
+        assert pages_in_log < 2 * restart_after  # started afresh: only the last few commits' pages
