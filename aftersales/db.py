@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -179,7 +180,24 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool = True, immedia
     def _on_begin(conn: Any) -> None:
         # A deferred transaction that reads and then writes can fail with SQLITE_BUSY without
         # waiting; taking the write lock up front makes concurrent writers queue instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate and not _READS_ONLY.get() else "BEGIN")
+
+
+# Set inside reads_only(): a SQLite writer's transaction begun there takes no write lock.
+_READS_ONLY: ContextVar[bool] = ContextVar("aftersales.reads_only", default=False)
+
+
+@contextmanager
+def reads_only() -> Iterator[None]:
+    """A transaction begun inside only reads, so on SQLite it begins without the write lock (a
+    plain deferred BEGIN). It must end (commit) before anything is written. Intake reads and
+    decides its batch this way and takes the lock only to write it: otherwise a second process
+    waited for the lock through the whole batch (bench F28)."""
+    token = _READS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _READS_ONLY.reset(token)
 
 
 _CHECKPOINTERS: weakref.WeakKeyDictionary[Any, Checkpointer] = weakref.WeakKeyDictionary()
@@ -251,6 +269,15 @@ def collecting_rows(session: AsyncSession) -> Iterator[None]:
     except BaseException:
         session.info.pop(_COLLECTED, None)
         raise
+
+
+def relabel_collected(session: AsyncSession, key: str, labels: dict[Any, Any]) -> None:
+    """In the rows collected so far, replace each value of column `key` found in `labels` (a
+    batch's provisional ticket ids by the ids taken when it is written)."""
+    for rows in session.info.get(_COLLECTED, {}).values():
+        for row in rows:
+            if row.get(key) in labels:
+                row[key] = labels[row[key]]
 
 
 def add_row(session: AsyncSession, model: type[Any], **values: Any) -> None:

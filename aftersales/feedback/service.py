@@ -78,6 +78,12 @@ class FeedbackService:
                 self._remember(item.product_id, ticket.reason_code, ticket.id, ticket.requested_at)
         await self._route(ticket, order, claimed, ticket.reason_code)
 
+    async def load_rules(self) -> None:
+        """Read the active routing rules for the batch now (writing the defaults into a database
+        that has none), so that routing the batch only reads."""
+        if self._active is None:
+            self._active = await self._read_rules(None)
+
     async def prepare_repeats(self, tickets: list[tuple[list[OrderItem], str, datetime]]) -> None:
         """For a batch of new (routed items, reason, requested_at): the earlier tickets each
         product's repeat count may include, read before the batch is written.

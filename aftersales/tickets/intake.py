@@ -8,6 +8,7 @@ customer history, repeat counts and agent loads include the batch's tickets befo
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,7 +21,9 @@ from sqlalchemy.orm import selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
-from aftersales.db import add_row, collecting_rows, dialect_insert, insert_pending, python_default
+from aftersales.db import (
+    add_row, collecting_rows, dialect_insert, insert_pending, python_default, reads_only, relabel_collected,
+)
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.service import FeedbackService
 from aftersales.feedback.settings import existing_reasons
@@ -103,19 +106,28 @@ class IntakeService:
         `fresh_session`: nothing was written in this session yet (see `take_numbers`)."""
         now = self.clock.now()
         outcomes: list[Outcome | None] = [None] * len(requests)
-        known = await self._known_external_ids(requests)
-        valid, same_as = await self._check(requests, known, outcomes, now)
+        with self._reading(fresh_session):
+            known = await self._known_external_ids(requests)
+            valid, same_as = await self._check(requests, known, outcomes, now)
         for index, ticket in known.items():
             outcomes[index] = Opened(ticket, False)
         if valid:
             tickets = await self._create(valid, now, fresh_session)
             for entry, ticket in zip(valid, tickets):
                 outcomes[entry.index] = Opened(ticket, True)
+        elif fresh_session:
+            await self.session.commit()  # end the reading: what the caller writes next takes the write lock
         for index, first in same_as.items():
             opened = outcomes[first]
             outcomes[index] = Opened(opened.ticket, False) if isinstance(opened, Opened) else opened
         assert all(outcome is not None for outcome in outcomes)
         return outcomes  # type: ignore[return-value]
+
+    @staticmethod
+    def _reading(fresh_session: bool) -> AbstractContextManager[None]:
+        """In a fresh session the batch is read and decided in transactions that take no write
+        lock on SQLite (reads_only); in a caller's transaction, in that transaction."""
+        return reads_only() if fresh_session else nullcontext()
 
     # -- reading and checking the batch ------------------------------------------------------------
 
@@ -174,38 +186,61 @@ class IntakeService:
     # -- writing the batch ------------------------------------------------------------------------
 
     async def _create(self, valid: list[_Valid], now: datetime, fresh_session: bool) -> list[NewTicket]:
+        """In a fresh session, three transactions: the numbers (and any missing defaults), then
+        reading and deciding the batch without the write lock, then writing it. The decisions
+        then read the database as of a moment before the write, as a batch on PostgreSQL always
+        did: another process's batch meanwhile is not in this one's customer histories and
+        repeat counts (its external_ids are: the unique key fails the batch, and its requests
+        are answered one by one)."""
         numbers = await self.take_numbers(now, len(valid), own_transaction=fresh_session)
+        moves = TicketService(self.session, self.clock, self.tz, fresh=True)
+        assignment = AssignmentService(self.session, self.clock, fresh=True)
+        feedback = FeedbackService(self.session, self.clock, fresh=True)
+        # Settled before any row is pending, and before the reading: each may write its defaults.
+        current = await PolicyService(self.session, self.clock).current()
+        await moves.sla.ensure_default_policy()
+        await feedback.load_rules()
+        if fresh_session:
+            await self.session.commit()
+        with collecting_rows(self.session):
+            with self._reading(fresh_session):
+                tickets = await self._decide_all(valid, now, numbers, current, moves, assignment, feedback)
+            if fresh_session:
+                await self.session.commit()  # the snapshot ends; the write lock is taken for the ids
+            # The tickets were built whole with provisional ids (-1, -2, ...) and are written once, in
+            # their final state: an INSERT then an UPDATE of every new row maintained each index twice.
+            ids = dict(zip((t.id for t in tickets), await self._new_ids(len(tickets))))
+            for ticket in tickets:
+                ticket.id = ids[ticket.id]
+            relabel_collected(self.session, "ticket_id", ids)
+            for ticket in tickets:  # before the rows that refer to them
+                add_row(self.session, Ticket, **ticket.row())
+            await insert_pending(self.session, (Ticket, *DEPENDENT_ROWS))
+        return tickets
+
+    async def _decide_all(
+        self, valid: list[_Valid], now: datetime, numbers: list[str], current: CurrentPolicy, moves: TicketService,
+        assignment: AssignmentService, feedback: FeedbackService,
+    ) -> list[NewTicket]:
+        """Decide each ticket as if they had come one by one; their rows are collected, not written."""
         first_at = min(v.requested_at for v in valid)
         last_at = max(v.requested_at for v in valid)
         # Read before the batch's own tickets exist: they join the history one by one below.
         sources = await load_fact_sources(self.session, [v.order for v in valid], first_at, last_at)
-        feedback = FeedbackService(self.session, self.clock, fresh=True)
         await feedback.prepare_repeats([(v.claimed() or list(v.order.items), v.request.data.reason_code, v.requested_at)
                                         for v in valid])
-        # The tickets are built whole in memory and written once, in their final state, with ids
-        # taken up front: an INSERT then an UPDATE of every new row maintained each index twice.
-        ids = await self._new_ids(len(valid))
-        tickets = [NewTicket(id=ticket_id, **self._new_ticket(v, number, now)) for ticket_id, v, number in zip(ids, valid, numbers)]
-        moves = TicketService(self.session, self.clock, self.tz, fresh=True)
-        assignment = AssignmentService(self.session, self.clock, fresh=True)
-        current = await PolicyService(self.session, self.clock).current()
-        # Settled before any row is pending: creating the default SLA policy flushes the session.
-        await moves.sla.ensure_default_policy()
-        with collecting_rows(self.session):
-            for entry, ticket in zip(valid, tickets):
-                data, claimed = entry.request.data, entry.claimed()
-                for item, ordered in zip(data.items, claimed):
-                    add_row(self.session, TicketItem, ticket_id=ticket.id, order_item_id=ordered.id, sku=item.sku,
-                            quantity=item.quantity, product_id=ordered.product_id, reason_code=data.reason_code,
-                            requested_at=entry.requested_at)
-                moves._record(ticket.id, entry.requested_at, entry.request.actor, "open", None, "requested", data.description,
-                              {"received_at": now.isoformat()})
-                await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
-                sources.add(ticket)
-                await feedback.record_ticket(ticket, entry.order, claimed)
-            for ticket in tickets:  # in their final state, before the rows that refer to them
-                add_row(self.session, Ticket, **ticket.row())
-            await insert_pending(self.session, (Ticket, *DEPENDENT_ROWS))
+        tickets = [NewTicket(id=-n, **self._new_ticket(v, number, now)) for n, (v, number) in enumerate(zip(valid, numbers), 1)]
+        for entry, ticket in zip(valid, tickets):
+            data, claimed = entry.request.data, entry.claimed()
+            for item, ordered in zip(data.items, claimed):
+                add_row(self.session, TicketItem, ticket_id=ticket.id, order_item_id=ordered.id, sku=item.sku,
+                        quantity=item.quantity, product_id=ordered.product_id, reason_code=data.reason_code,
+                        requested_at=entry.requested_at)
+            moves._record(ticket.id, entry.requested_at, entry.request.actor, "open", None, "requested", data.description,
+                          {"received_at": now.isoformat()})
+            await self._decide(ticket, entry.order, claimed, current, sources, moves, assignment)
+            sources.add(ticket)
+            await feedback.record_ticket(ticket, entry.order, claimed)
         return tickets
 
     async def _new_ids(self, count: int) -> list[int]:
@@ -235,17 +270,14 @@ class IntakeService:
             .on_conflict_do_update(index_elements=["day"], set_={"last": TicketNumberCounter.last + count})
             .returning(TicketNumberCounter.last)
         )
-        if own_transaction and self.session.bind.dialect.name == "postgresql":
+        if own_transaction:
             # The day's counter row is the one row every intake writes: holding its lock until the intake
-            # commits serialized all intakes on PostgreSQL (bench F5). So end the read-only validation
-            # transaction here and take the numbers in a transaction of their own, on the same connection.
-            # An intake failing after this point leaves a gap in the day's numbers.
+            # commits serialized all intakes on PostgreSQL (bench F5), and on SQLite the batch is read
+            # and decided without the write lock (_create). So end the read-only validation transaction
+            # here and take the numbers in a short transaction of their own, on the same connection
+            # (the caller commits it). An intake failing after this point leaves a gap in the day's numbers.
             await self.session.commit()
-            last = (await self.session.execute(stmt)).scalar_one()
-            await self.session.commit()
-        else:
-            # SQLite has one writer anyway: the numbers stay in the intake's transaction (no gaps).
-            last = (await self.session.execute(stmt)).scalar_one()
+        last = (await self.session.execute(stmt)).scalar_one()
         return [f"AS-{day:%Y%m%d}-{seq:06d}" for seq in range(last - count + 1, last + 1)]
 
     async def _decide(

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aftersales.auth.models import IdempotencyRecord
 from aftersales.auth.principal import Principal
 from aftersales.clock import Clock
+from aftersales.db import reads_only
 from aftersales.errors import DomainError, IdempotencyMismatch
 from aftersales.idempotency import answer_record, check_key, replay, run_once
 from aftersales.tickets.intake import IntakeRequest, IntakeService, Opened
@@ -152,7 +153,8 @@ async def answer_batch(session: AsyncSession, clock: Clock, zone: ZoneInfo, call
     """Answers for the calls, committed together; per call an IntakeAnswer, its DomainError, or
     _ON_ITS_OWN. Raises (and writes nothing) when the batch cannot be written as a whole."""
     results: list[object] = [None] * len(calls)
-    stored = await _stored_answers(session, calls, results)
+    with reads_only():  # the batch is read and decided before it takes SQLite's write lock (IntakeService._create)
+        stored = await _stored_answers(session, calls, results)
     first_with_key: dict[tuple[str, str], int] = {}
     repeats: dict[int, int] = {}
     todo: list[int] = []
