@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select, update
 
 from aftersales.auth.models import User
@@ -125,18 +126,27 @@ async def _one_by_one(sessionmaker: Any, clock: Any, settings: Any, bodies: list
     return answers
 
 
-async def _as_one_batch(sessionmaker: Any, clock: Any, settings: Any, bodies: list[TicketIn]) -> list[tuple[Any, ...]]:
+async def _as_one_batch(sessionmaker: Any, clock: Any, settings: Any, bodies: list[TicketIn], *,
+                        fresh_session: bool = False) -> list[tuple[Any, ...]]:
     async with sessionmaker() as session:
-        outcomes = await IntakeService(session, clock, settings.zone).open_tickets([IntakeRequest(b, PLATFORM) for b in bodies])
+        outcomes = await IntakeService(session, clock, settings.zone).open_tickets(
+            [IntakeRequest(b, PLATFORM) for b in bodies], fresh_session=fresh_session)
         await session.commit()
     return [_answer(o) for o in outcomes]
 
 
-async def test_a_batch_leaves_exactly_what_the_same_requests_one_at_a_time_leave(engine, clock, settings) -> None:
+async def _as_one_fresh_batch(sessionmaker: Any, clock: Any, settings: Any, bodies: list[TicketIn]) -> list[tuple[Any, ...]]:
+    """As POST /api/v1/tickets writes a batch: numbers, then reading and deciding, then writing,
+    each in a transaction of its own, the tickets carrying provisional ids until written (F28)."""
+    return await _as_one_batch(sessionmaker, clock, settings, bodies, fresh_session=True)
+
+
+@pytest.mark.parametrize("batch", [_as_one_batch, _as_one_fresh_batch])
+async def test_a_batch_leaves_exactly_what_the_same_requests_one_at_a_time_leave(engine, clock, settings, batch) -> None:
     sessionmaker = create_sessionmaker(engine)
     bodies = [msgspec.convert(b, TicketIn) for b in requests()]
     results = []
-    for run in (_one_by_one, _as_one_batch):
+    for run in (_one_by_one, batch):
         await _empty_tables(engine, settings.database_url)
         sla_service._policies.clear()
         await _set_up(sessionmaker, clock)
@@ -260,3 +270,81 @@ async def test_a_new_ticket_row_has_every_column_the_model_defines(engine, clock
     assert row["resolution_breached"] is False and row["sla_elapsed_seconds"] == 0.0
     assert row["refunded_amount"] == Decimal("0") and row["version"] >= 1 and row["sla_due_at"] is not None
     assert {key: getattr(ticket, key) for key in row.keys()} == dict(row)
+
+
+async def test_a_fresh_batch_is_read_and_decided_without_the_write_lock(engine, clock, settings, scenario) -> None:
+    """SQLite: the batch's reads (orders, customer histories, repeat counts, agent loads) run in
+    transactions begun with a plain BEGIN, and only the writing takes the write lock (BEGIN
+    IMMEDIATE), so a second process is not kept waiting through the whole batch (bench F28)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    log: list[str] = []
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        log.append(" ".join(sql.split())[:60])
+
+    sqlalchemy_event.listen(engine.sync_engine, "before_cursor_execute", statement)
+    sqlalchemy_event.listen(engine.sync_engine, "commit", lambda conn: log.append("COMMIT"))
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        bodies = [msgspec.convert(b, TicketIn) for b in requests()]
+        async with sessionmaker() as session:
+            await IntakeService(session, clock, settings.zone).open_tickets(
+                [IntakeRequest(b, PLATFORM) for b in bodies], fresh_session=True)
+            await session.commit()
+    finally:
+        sqlalchemy_event.remove(engine.sync_engine, "before_cursor_execute", statement)
+    transactions: list[tuple[str, list[str]]] = []
+    for line in log:
+        if line.startswith("BEGIN"):
+            transactions.append((line, []))
+        elif transactions and line != "COMMIT":
+            transactions[-1][1].append(line)
+    kinds = [begin for begin, _ in transactions]
+    assert kinds == ["BEGIN", "BEGIN IMMEDIATE", "BEGIN", "BEGIN IMMEDIATE"], kinds
+    (_, checking), (_, numbering), (_, deciding), (_, writing) = transactions
+    assert any(s.startswith("SELECT orders.") for s in checking)
+    assert any("ticket_number_counters" in s for s in numbering)
+    assert any("tickets.customer_id" in s for s in deciding)  # the customers' histories
+    assert any("queue_members" in s for s in deciding)  # the agents' loads for auto-assignment
+    assert not any(s.startswith("INSERT") or s.startswith("UPDATE") for s in checking + deciding)
+    assert any(s.startswith("INSERT INTO tickets ") for s in writing)
+    assert not any(s.startswith(("SELECT orders.", "SELECT queue_members")) for s in writing)  # nothing decided again under the lock
+
+
+async def test_two_processes_writing_batches_at_once_keep_every_row_with_its_own_ticket(settings, clock, scenario) -> None:
+    """Two engines on one database (two app processes): their batches are read and decided at the
+    same time and written one after the other. Ids taken at writing time replace the provisional
+    ones in every row, so each ticket's items, timeline, SLA events and decision are its own."""
+    from aftersales.db import create_engine
+
+    engines = [create_engine(settings.database_url) for _ in range(2)]
+    try:
+        orders = [["O-1", "O-2", "O-3", "O-4"], ["O-5", "O-6", "O-7", "O-8"]]
+
+        async def batch(engine: Any, order_ids: list[str]) -> list[Any]:
+            async with create_sessionmaker(engine)() as session:
+                outcomes = await IntakeService(session, clock, settings.zone).open_tickets(
+                    [IntakeRequest(msgspec.convert(ticket_body(o, description=f"about {o}"), TicketIn), PLATFORM)
+                     for o in order_ids], fresh_session=True)
+                await session.commit()
+            return outcomes
+
+        results = await asyncio.gather(*(batch(e, o) for e, o in zip(engines, orders)))
+        async with create_sessionmaker(engines[0])() as session:
+            tickets = {t.id: t for t in (await session.execute(select(Ticket))).scalars()}
+            opened = [o.ticket for outcomes in results for o in outcomes]
+            assert all(isinstance(o, Opened) and o.created for outcomes in results for o in outcomes)
+            assert sorted(t.id for t in opened) == sorted(tickets) and len(tickets) == 8
+            assert len({t.number for t in tickets.values()}) == 8
+            openings = dict((await session.execute(
+                select(TimelineEvent.ticket_id, TimelineEvent.note).where(TimelineEvent.action == "open"))).all())
+            assert {tid: note for tid, note in openings.items()} == {t.id: t.description for t in tickets.values()}
+            for model in (TicketItem, TicketDecision, FeedbackRecord):
+                owners = set((await session.execute(select(model.ticket_id))).scalars())
+                assert owners == set(tickets), model.__name__
+            starts = (await session.execute(select(SlaEvent.ticket_id, SlaEvent.cause).where(SlaEvent.event == "start"))).all()
+            assert sorted(starts) == sorted((t.id, f"request {t.number}") for t in tickets.values() for _ in range(2))
+    finally:
+        for e in engines:
+            await e.dispose()
