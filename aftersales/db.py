@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from contextvars import ContextVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -11,7 +12,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, String, event, insert, inspect, select, union_all
+from sqlalchemy import (
+    JSON, BigInteger, DateTime, Integer, MetaData, String, bindparam, event, insert, inspect, select, union_all,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -246,6 +249,12 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
         yield session
 
 
+def in_bound(column: Any, name: str) -> Any:
+    """`column IN (...)` with the list bound under `name` at execution: a statement built once
+    serves every list (building one and its cache key per request cost more than running it)."""
+    return column.in_(bindparam(name, expanding=True))
+
+
 def dialect_insert(session: AsyncSession, model: Any) -> Any:
     """INSERT with the dialect's ON CONFLICT support (both SQLite and PostgreSQL have it)."""
     if session.get_bind().dialect.name == "postgresql":
@@ -315,7 +324,12 @@ async def insert_pending(session: AsyncSession, models: tuple[type[Any], ...]) -
         rows.extend(collected.get(model, ()))
         # A Core INSERT, not the ORM's bulk one: the rows are final, and the ORM's per-row bookkeeping
         # cost more than the INSERT itself (and it split a batch wherever a row had a None).
-        await session.execute(insert(model.__table__), _same_keys(model, rows))
+        await session.execute(_insert_into(model.__table__), _same_keys(model, rows))
+
+
+@functools.cache
+def _insert_into(table: Any) -> Any:
+    return insert(table)
 
 
 def python_default(column: Any) -> Any:

@@ -51,6 +51,18 @@ def _next_candidates(groups: int, due: bool) -> Any:
     return select(merged.c.id).order_by(*order(merged.c)).limit(k)
 
 
+# (user_id, open tickets) of a queue's active members, fewest first: read by every intake batch
+# for each auto-assigning queue, so built once.
+_QUEUE_LOADS = (
+    select(QueueMember.user_id, func.count(Ticket.id).label("open"))
+    .join(User, User.id == QueueMember.user_id)
+    .outerjoin(Ticket, (Ticket.assignee_id == QueueMember.user_id) & Ticket.status.in_(WORKABLE))
+    .where(QueueMember.queue_key == bindparam("queue_key"), User.active.is_(True))
+    .group_by(QueueMember.user_id)
+    .order_by(func.count(Ticket.id).asc(), QueueMember.user_id.asc())
+)
+
+
 class AssignmentService:
     def __init__(self, session: AsyncSession, clock: Clock, *, fresh: bool = False) -> None:
         """`fresh`: auto-assigning tickets new in this transaction (set-wise intake). Each queue's
@@ -162,16 +174,8 @@ class AssignmentService:
 
     async def _queue_loads(self, queue_key: str) -> list[tuple[int, int]]:
         """(user_id, open tickets) of the queue's active members, fewest first."""
-        counted = (Ticket.assignee_id == QueueMember.user_id) & Ticket.status.in_(WORKABLE)
-        load = (
-            select(QueueMember.user_id, func.count(Ticket.id).label("open"))
-            .join(User, User.id == QueueMember.user_id)
-            .outerjoin(Ticket, counted)
-            .where(QueueMember.queue_key == queue_key, User.active.is_(True))
-            .group_by(QueueMember.user_id)
-            .order_by(func.count(Ticket.id).asc(), QueueMember.user_id.asc())
-        )
-        return [(user_id, open_count) for user_id, open_count in (await self.session.execute(load)).all()]
+        rows = await self.session.execute(_QUEUE_LOADS, {"queue_key": queue_key})
+        return [(user_id, open_count) for user_id, open_count in rows.all()]
 
     async def _take(self, ticket_id: int, agent: Principal, *, expected_assignee: int | None, action: str) -> bool:
         ticket = await self._get(ticket_id)

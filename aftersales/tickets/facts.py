@@ -8,9 +8,10 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from aftersales.db import in_bound
 from aftersales.feedback.taxonomy import is_quality_reason
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment
 from aftersales.tickets.models import Ticket
@@ -51,24 +52,25 @@ async def load_fact_sources(session: AsyncSession, orders: list[Order], first_at
     customer_ids = sorted({o.customer_id for o in orders})
     order_ids = sorted({o.id for o in orders})
     session_ids = sorted({o.live_session_id for o in orders if o.live_session_id})
-    rows = await session.execute(
-        select(Ticket.customer_id, Ticket.id, Ticket.requested_at, Ticket.refunded_at, Ticket.rejected_at)
-        .where(Ticket.customer_id.in_(customer_ids), Ticket.requested_at >= first_at - HISTORY_DAYS,
-               Ticket.requested_at <= last_at)
-    )
+    rows = await session.execute(_HISTORY, {"customer_ids": customer_ids, "since": first_at - HISTORY_DAYS, "until": last_at})
     for customer_id, *row in rows:
         sources.history.setdefault(customer_id, []).append(tuple(row))  # type: ignore[arg-type]
-    sources.shipped = set((await session.execute(
-        select(Shipment.order_id).where(Shipment.order_id.in_(order_ids), Shipment.direction == "outbound").distinct()
-    )).scalars())
-    sources.customers = dict((await session.execute(
-        select(Customer.id, Customer.external_id).where(Customer.id.in_(customer_ids))
-    )).all())
+    sources.shipped = set((await session.execute(_SHIPPED, {"order_ids": order_ids})).scalars())
+    sources.customers = dict((await session.execute(_CUSTOMERS, {"customer_ids": customer_ids})).all())
     if session_ids:
         # Whole objects: routing feedback reads them again through the session's identity map.
-        for live in (await session.execute(select(LiveSession).where(LiveSession.id.in_(session_ids)))).scalars():
+        for live in (await session.execute(_LIVE_SESSIONS, {"ids": session_ids})).scalars():
             sources.live[live.id] = live
     return sources
+
+
+# Built once, every value bound (see aftersales.tickets.intake).
+_HISTORY = (select(Ticket.customer_id, Ticket.id, Ticket.requested_at, Ticket.refunded_at, Ticket.rejected_at)
+            .where(in_bound(Ticket.customer_id, "customer_ids"), Ticket.requested_at >= bindparam("since"),
+                   Ticket.requested_at <= bindparam("until")))
+_SHIPPED = select(Shipment.order_id).where(in_bound(Shipment.order_id, "order_ids"), Shipment.direction == "outbound").distinct()
+_CUSTOMERS = select(Customer.id, Customer.external_id).where(in_bound(Customer.id, "customer_ids"))
+_LIVE_SESSIONS = select(LiveSession).where(in_bound(LiveSession.id, "ids"))
 
 
 async def gather_facts(

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from aftersales.auth.models import IdempotencyRecord
 from aftersales.auth.principal import Principal
 from aftersales.clock import Clock
-from aftersales.db import reads_only
+from aftersales.db import in_bound, reads_only
 from aftersales.errors import DomainError, IdempotencyMismatch
 from aftersales.idempotency import answer_record, check_key, replay, run_once
 from aftersales.tickets.intake import IntakeRequest, IntakeService, Opened
@@ -186,7 +186,7 @@ async def answer_batch(session: AsyncSession, clock: Clock, zone: ZoneInfo, call
         if call.key is not None:
             stored_now.append(answer_record(call.actor.actor, call.key, call.print_, status, body, now))
     if stored_now:  # one executemany, not the unit of work's per-object bookkeeping
-        await session.execute(insert(IdempotencyRecord.__table__), stored_now)
+        await session.execute(_STORE_ANSWERS, stored_now)
     await session.commit()
     for i, first in repeats.items():
         answer = results[first]
@@ -213,9 +213,12 @@ async def _stored_answers(session: AsyncSession, calls: list[IntakeCall], result
         wanted.add((call.actor.actor, call.key))
     if not wanted:
         return {}
-    rows = await session.execute(select(IdempotencyRecord).where(
-        IdempotencyRecord.scope.in_(sorted({s for s, _ in wanted})), IdempotencyRecord.key.in_(sorted({k for _, k in wanted}))))
+    rows = await session.execute(_STORED_ANSWERS, {"scopes": sorted({s for s, _ in wanted}), "keys": sorted({k for _, k in wanted})})
     return {(r.scope, r.key): r for r in rows.scalars() if (r.scope, r.key) in wanted}
+
+
+_STORED_ANSWERS = select(IdempotencyRecord).where(in_bound(IdempotencyRecord.scope, "scopes"), in_bound(IdempotencyRecord.key, "keys"))
+_STORE_ANSWERS = insert(IdempotencyRecord.__table__)
 
 
 def _replayed(stored: IdempotencyRecord, print_: str) -> IntakeAnswer | DomainError:

@@ -58,6 +58,11 @@ def parse_or_422(text: str) -> rules.Policy:
         raise InvalidInput(str(exc), errors=[FieldError(field=f"text:line {exc.line}", reason=exc.message)], line=exc.line) from exc
 
 
+# The policy in force: the latest published version (read by every intake batch; built once).
+_PUBLISHED = (select(PolicyVersion.version, PolicyVersion.text).where(PolicyVersion.published_at.is_not(None))
+              .order_by(PolicyVersion.version.desc()).limit(1))
+
+
 class PolicyService:
     def __init__(self, session: AsyncSession, clock: Clock) -> None:
         self.session = session
@@ -83,10 +88,7 @@ class PolicyService:
             pass  # another process wrote the defaults at the same moment; theirs are as good
 
     async def current(self) -> CurrentPolicy:
-        row = (await self.session.execute(
-            select(PolicyVersion.version, PolicyVersion.text).where(PolicyVersion.published_at.is_not(None))
-            .order_by(PolicyVersion.version.desc()).limit(1)
-        )).first()
+        row = (await self.session.execute(_PUBLISHED)).first()
         if row is None:
             await self.ensure_defaults()
             return CurrentPolicy(version=1, policy=_parse_cached(rules.DEFAULT_POLICY))

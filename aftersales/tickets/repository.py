@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from aftersales.auth.models import User
 from aftersales.clock import ensure_utc
-from aftersales.db import Money, UTCDateTime
+from aftersales.db import Money, UTCDateTime, in_bound
 from aftersales.errors import InvalidInput, NotFound
 from aftersales.feedback.models import FeedbackRecord
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
@@ -175,19 +175,15 @@ LIST_COLUMNS = tuple(_T.c[name] for name in (
 ))
 
 
-def _in(column: Any, name: str) -> Any:
-    return column.in_(bindparam(name, expanding=True))
-
-
 # Condition name -> the clause; a condition's values are bound under the same name.
 _CONDITIONS: dict[str, Any] = {
-    "statuses": lambda: _in(_T.c.status, "statuses"),
+    "statuses": lambda: in_bound(_T.c.status, "statuses"),
     # Literal SQL, as the partial indexes over open tickets spell it (see _status_filter).
     "open": lambda: text(OPEN_TICKET_SQL),
     "left_out": lambda: _T.c.status.not_in(bindparam("left_out", expanding=True)),
-    "kinds": lambda: _in(_T.c.kind, "kinds"),
-    "reason_codes": lambda: _in(_T.c.reason_code, "reason_codes"),
-    "queues": lambda: _in(_T.c.queue, "queues"),
+    "kinds": lambda: in_bound(_T.c.kind, "kinds"),
+    "reason_codes": lambda: in_bound(_T.c.reason_code, "reason_codes"),
+    "queues": lambda: in_bound(_T.c.queue, "queues"),
     "assignee_id": lambda: _T.c.assignee_id == bindparam("assignee_id"),
     "unassigned": lambda: _T.c.assignee_id.is_(None),
     "customer_id": lambda: _T.c.customer_id == bindparam("customer_id"),
@@ -364,7 +360,7 @@ def _chain_statement(dialect: str, variant: str, many: bool = False) -> Select[A
     body = j.obj(doc)
     document = cast(body, Text) if j.pg else body
     if many:
-        return select(t.c.id, document).where(t.c.id.in_(bindparam("ticket_ids", expanding=True)))
+        return select(t.c.id, document).where(in_bound(t.c.id, "ticket_ids"))
     # Several milliseconds of SQLite work: run it off the event loop (see aftersales.sqlite_inline).
     return select(document).where(t.c.id == bindparam("ticket_id")).prefix_with(OFFLOAD_MARK)
 
