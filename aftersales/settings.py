@@ -41,8 +41,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Ticket intake requests arriving together are written as one batch of at most this many
     # (group commit, bench F5); a lone request is still written at once.
     intake_batch_max: int = 128
-    # On PostgreSQL, intake batches written at the same time per process (SQLite: always 1).
-    intake_parallel_batches: int = 3
+    # On PostgreSQL, intake batches written at the same time per process (SQLite: always 1). More
+    # overlap the database's round trips but make batches smaller, and each has a fixed cost: with
+    # the app and PostgreSQL sharing 2 cores, 1 took the least CPU per ticket (bench F28). Raise it
+    # when PostgreSQL runs on a host of its own.
+    intake_parallel_batches: int = 1
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
