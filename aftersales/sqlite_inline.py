@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -250,18 +251,22 @@ CHECKPOINT_EVERY_SECONDS = 0.25
 # A PASSIVE checkpoint copies pages but never makes the log start again from its beginning: the
 # next writer does that only when no reader is still reading from the log. With two processes on
 # one file there always was one, and the log grew by ~20 MB a second of intake without end, each
-# page lookup and commit slower than the last (bench F28). Past this many pages of log the thread
-# runs a RESTART checkpoint, which waits at most RESTART_WAIT_MS for the readers to move on.
+# page lookup and commit slower than the last (bench F28). When the log has not started afresh for
+# STUCK_SECONDS and holds this many pages, the thread runs a RESTART checkpoint, which waits at most
+# RESTART_WAIT_MS for the readers to move on. Not sooner: a RESTART also holds off writers, and one
+# process's log starts afresh by itself many times a second.
 RESTART_AFTER_PAGES = 4_096  # ~16 MB of log
+STUCK_SECONDS = 2.0
 RESTART_WAIT_MS = 50
 
 
 class Checkpointer:
     def __init__(self, database: str, every: float = CHECKPOINT_EVERY_SECONDS,
-                 restart_after: int = RESTART_AFTER_PAGES) -> None:
+                 restart_after: int = RESTART_AFTER_PAGES, stuck_seconds: float = STUCK_SECONDS) -> None:
         self.database = database
         self.every = every
         self.restart_after = restart_after
+        self.stuck_seconds = stuck_seconds
         self.checkpoints = 0  # passes that copied pages, for tests and diagnosis
         self.restarts = 0  # RESTART checkpoints that succeeded
         self._stop = threading.Event()
@@ -279,6 +284,7 @@ class Checkpointer:
     def _run(self) -> None:
         conn = sqlite3.connect(self.database, timeout=0, check_same_thread=False)
         before = (0, 0)
+        fresh_at = time.monotonic()  # when the log last started afresh
         try:
             while not self._stop.wait(self.every):
                 try:
@@ -286,12 +292,15 @@ class Checkpointer:
                 except sqlite3.OperationalError:
                     continue  # locked for a moment (another checkpoint, a schema change): next round
                 # The figures are the whole log's (frames in it, frames copied so far): a pass that
-                # finds them unchanged copied nothing.
+                # finds them unchanged copied nothing; fewer frames than before means it started afresh.
                 if copied > 0 and (log, copied) != before:
                     self.checkpoints += 1
+                if log < before[0]:
+                    fresh_at = time.monotonic()
                 before = (log, copied)
-                if log >= self.restart_after and self._restart(conn):
-                    before = (0, 0)
+                stuck = time.monotonic() - fresh_at >= self.stuck_seconds
+                if log >= self.restart_after and stuck and self._restart(conn):
+                    before, fresh_at = (0, 0), time.monotonic()
         finally:
             conn.close()
 

@@ -265,8 +265,9 @@ async def test_sqlite_datetimes_are_stored_as_sortable_utc_text(tmp_path: Path) 
 def test_the_log_starts_afresh_although_some_reader_is_always_reading_it(tmp_path: Path, restart_after: int | None) -> None:
     """Two app processes on one file: at every moment some reader is inside a transaction, so a
     PASSIVE checkpoint never lets the next writer start the log again, and it grew without end
-    (bench F28). Past `restart_after` pages the checkpoint thread runs a RESTART checkpoint that
-    waits for the readers to move on. (None: restarts off, showing that the scenario is real.)"""
+    (bench F28). Past `restart_after` pages, when the log has not started afresh for a while, the
+    checkpoint thread runs a RESTART checkpoint that waits for the readers to move on. (None:
+    restarts off, showing that the scenario is real.)"""
     database = str(tmp_path / "busy.db")
     writer = sqlite3.connect(database, isolation_level=None)
     writer.execute("PRAGMA journal_mode=WAL")
@@ -289,7 +290,7 @@ def test_the_log_starts_afresh_although_some_reader_is_always_reading_it(tmp_pat
 
     readers = threading.Thread(target=overlapping_readers, daemon=True)
     readers.start()
-    checkpointer = Checkpointer(database, every=0.01, restart_after=restart_after or 10**9).start()
+    checkpointer = Checkpointer(database, every=0.01, restart_after=restart_after or 10**9, stuck_seconds=0.05).start()
     try:
         for _ in range(120):  # ~15 pages of log each
             writer.execute("BEGIN IMMEDIATE")
