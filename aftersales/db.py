@@ -257,7 +257,12 @@ def in_bound(column: Any, name: str) -> Any:
 
 def dialect_insert(session: AsyncSession, model: Any) -> Any:
     """INSERT with the dialect's ON CONFLICT support (both SQLite and PostgreSQL have it)."""
-    if session.get_bind().dialect.name == "postgresql":
+    return insert_for(session.get_bind().dialect.name, model)
+
+
+def insert_for(dialect: str, model: Any) -> Any:
+    """dialect_insert by the dialect's name, for statements built once per dialect."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert

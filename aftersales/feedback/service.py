@@ -197,8 +197,8 @@ class FeedbackService:
         if not self.fresh:
             return await self._read_rules(category)
         if category not in self._rules:
-            if self._active is None:  # a batch reads every active rule once, not once per category
-                self._active = await self._read_rules(None)
+            await self.load_rules()  # a batch reads every active rule once, not once per category
+            assert self._active is not None
             group = category.split(".")[0]
             self._rules[category] = [rule for rule in self._active if rule.category in (category, group)]
         return self._rules[category]

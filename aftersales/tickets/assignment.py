@@ -51,6 +51,10 @@ def _next_candidates(groups: int, due: bool) -> Any:
     return select(merged.c.id).order_by(*order(merged.c)).limit(k)
 
 
+# Built once, like the statements below: next ticket runs it for each candidate it tries.
+_LOCK_IF_FREE = (select(Ticket.id).where(Ticket.id == bindparam("ticket_id"), Ticket.assignee_id.is_(None))
+                 .with_for_update(skip_locked=True))
+
 # (user_id, open tickets) of a queue's active members, fewest first: read by every intake batch
 # for each auto-assigning queue, so built once.
 _QUEUE_LOADS = (
@@ -106,9 +110,7 @@ class AssignmentService:
 
     async def _lock_if_free(self, ticket_id: int) -> bool:
         """PostgreSQL: lock the ticket unless another transaction holds it, and only if still unassigned."""
-        locked = await self.session.scalar(
-            select(Ticket.id).where(Ticket.id == ticket_id, Ticket.assignee_id.is_(None)).with_for_update(skip_locked=True))
-        return locked is not None
+        return await self.session.scalar(_LOCK_IF_FREE, {"ticket_id": ticket_id}) is not None
 
     async def claim(self, ticket_id: int, agent: Principal) -> Ticket:
         ticket = await self._get(ticket_id)

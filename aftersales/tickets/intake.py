@@ -17,15 +17,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Integer, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from aftersales.auth.principal import SYSTEM, Principal
 from aftersales.clock import Clock
 from aftersales.db import (
-    add_row, collecting_rows, in_bound, insert_pending, python_default, reads_only, relabel_collected,
+    add_row, collecting_rows, in_bound, insert_for, insert_pending, python_default, reads_only, relabel_collected,
 )
 from aftersales.errors import DomainError, InvalidInput
 from aftersales.feedback.service import FeedbackService
@@ -326,8 +324,7 @@ class IntakeService:
 def _take_numbers_statement(dialect: str) -> Any:
     """`n` more numbers of `day`'s sequence, in one atomic upsert that returns the last one."""
     n = bindparam("n", type_=Integer())
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    return (insert(TicketNumberCounter).values(day=bindparam("day"), last=n)
+    return (insert_for(dialect, TicketNumberCounter).values(day=bindparam("day"), last=n)
             .on_conflict_do_update(index_elements=["day"], set_={"last": TicketNumberCounter.last + n})
             .returning(TicketNumberCounter.last))
 
