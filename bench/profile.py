@@ -104,6 +104,8 @@ async def _main(args: argparse.Namespace) -> None:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
         print(out.getvalue())
+        if args.dump:
+            prof.dump_stats(args.dump)
     await engine.dispose()
 
 
@@ -196,7 +198,7 @@ def _time_phases(patch: Any = setattr) -> dict[str, float]:
     from litestar import Litestar
 
     from aftersales import sqlite_inline
-    from aftersales.tickets import pages
+    from aftersales.tickets import intake, pages
     from aftersales.tickets.repository import TicketRepository
 
     spent: dict[str, float] = {}
@@ -224,6 +226,11 @@ def _time_phases(patch: Any = setattr) -> dict[str, float]:
     timed(TicketRepository, "load_chain", "TicketRepository.load_chain")
     timed(pages, "queue_rows", "tickets.pages.queue_rows")
     timed(HTMXBlockTemplate, "to_asgi_response", "template render and response")
+    # Intake's steps (bench F5, F28, F29).
+    timed(intake, "insert_pending", "intake: the batch's INSERTs (db.insert_pending)")
+    timed(intake.IntakeService, "_check", "intake: reading and checking the requests")
+    timed(intake.IntakeService, "_decide_all", "intake: reading and deciding")
+    timed(TicketRepository, "load_chains", "intake: the answers' chains (load_chains)")
 
     take, release = sqlite_inline.InlineConnection.take_write_lock, sqlite_inline.InlineConnection._release
     taken: dict[int, float] = {}
@@ -263,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=100)
     p.add_argument("--sort", default="cumulative")
     p.add_argument("--top", type=int, default=35)
+    p.add_argument("--dump", help="also write the cProfile data to this file (for pstats: callers, callees)")
     p.add_argument("--time-only", action="store_true", help="no cProfile: the time per request without its overhead")
     p.add_argument("--statements", action="store_true", help="print the commonest SQL statements per step")
     p.add_argument("--phases", action="store_true",
