@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 from typing import Any
 
 from litestar import Litestar, Request, get
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             ))
 
     async def dispose_engine(app: Litestar) -> None:
+        if app.state.intake_queue.batches:  # how well group commit worked while the process ran
+            logging.getLogger("aftersales.intake").info("%s", app.state.intake_queue.summary())
         worker_stop.set()
         for task in worker_tasks:
             await task

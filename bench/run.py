@@ -212,6 +212,11 @@ class Server:
                 pass
         return out
 
+    def intake_summary(self) -> list[str]:
+        """The server's own line on intake batching (IntakeQueue.summary), if it wrote one."""
+        text = Path(self.log.name).read_text(errors="replace")
+        return [line.split(" aftersales.intake ", 1)[1] for line in text.splitlines() if " aftersales.intake intake:" in line]
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -892,6 +897,12 @@ def bench_database(url: str, *, db: str, tickets: int, seed: int, reuse: bool, d
         finally:
             for s in servers:
                 s.stop()
+            # Each server logs at shutdown how intake's requests were grouped (group commit).
+            batching = [line for s in servers for line in s.intake_summary()]
+            for line in batching:
+                log(f"  {db} × {n}: {line}")
+            if runs and runs[-1]["instances"] == n:
+                runs[-1]["intake_batching"] = batching
     return {"db": db, "url": meta["url"], "scale": tickets, "generation": meta, "tickets_in_db_at_start": samples["tickets_in_db"],
             "runs": runs, "explain": plans}
 

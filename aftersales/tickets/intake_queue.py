@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import AsyncContextManager
@@ -76,6 +77,7 @@ class IntakeQueue:
         self._runners: set[asyncio.Task[None]] = set()
         self.batches = 0  # written so far, for tests and diagnosis
         self.largest = 0
+        self.sizes: Counter[int] = Counter()  # batch size -> batches of that size
 
     async def submit(self, call: IntakeCall) -> IntakeAnswer:
         """The request's answer; raises the request's own error (a DomainError is its 4xx)."""
@@ -99,6 +101,7 @@ class IntakeQueue:
             del self._pending[: self.max_batch]
             self.batches += 1
             self.largest = max(self.largest, len(batch))
+            self.sizes[len(batch)] += 1
             try:
                 results: list[object] = list(await self._answer_all([call for call, _ in batch]))
             except Exception as exc:  # never leave a request waiting forever
@@ -108,6 +111,12 @@ class IntakeQueue:
                 raise
             _settle(batch, results)
             last = len(batch)
+
+    def summary(self) -> str:
+        """One line on how requests were grouped so far, e.g. for the log at shutdown."""
+        requests = sum(size * count for size, count in self.sizes.items())
+        return (f"intake: {requests:,} requests in {self.batches:,} batches (mean {requests / max(self.batches, 1):.1f}, "
+                f"largest {self.largest}, {self.sizes[1]:,} alone)")
 
     async def _gather(self, enough: int) -> None:
         """Right after a large batch, its clients are still being answered and their next requests

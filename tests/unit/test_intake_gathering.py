@@ -56,3 +56,14 @@ async def test_a_lone_request_on_an_idle_queue_is_written_at_once(monkeypatch: A
         await queue.submit(str(n))  # type: ignore[arg-type]
         await asyncio.sleep(GATHER_SECONDS * 2)
     assert sizes == [1, 1, 1]
+
+
+async def test_the_summary_counts_requests_batches_and_lone_requests(monkeypatch: Any) -> None:
+    monkeypatch.setattr(intake_queue, "GATHER_SECONDS", GATHER_SECONDS)
+    sizes: list[int] = []
+    queue = _queue(sizes, write_seconds=0.01)
+    await asyncio.gather(*(queue.submit(str(n)) for n in range(5)))  # type: ignore[arg-type]
+    await asyncio.sleep(GATHER_SECONDS * 2)
+    await queue.submit("alone")  # type: ignore[arg-type]
+    assert sizes == [5, 1]
+    assert queue.summary() == "intake: 6 requests in 2 batches (mean 3.0, largest 5, 1 alone)"
