@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -83,9 +82,6 @@ def serve(host: str | None, port: int | None, workers: int, do_migrate: bool) ->
     port = port or settings.port
     click.echo(f"aftersales listening on http://{host}:{port}  (database: {_safe_url(settings.database_url)})")
     os.environ.setdefault("AFTERSALES_GC_FREEZE", "true")
-    # The service's own notes (worker passes, intake batching at shutdown) at INFO; uvicorn's at WARNING.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("aftersales").setLevel(logging.INFO)
     uvicorn.run(
         "aftersales.app:create_app", factory=True, host=host, port=port, workers=workers,
         log_level="warning", access_log=False, lifespan="on",
@@ -97,6 +93,8 @@ def serve(host: str | None, port: int | None, workers: int, do_migrate: bool) ->
 @click.option("--once", is_flag=True, help="Do one pass and exit.")
 def worker(interval: float | None, once: bool) -> None:
     """Run the periodic work: SLA warnings and escalation, webhook delivery. Run as many as you like."""
+    import logging
+
     import httpx
 
     from aftersales.clock import SystemClock

@@ -215,7 +215,8 @@ class Server:
     def intake_summary(self) -> list[str]:
         """The server's own line on intake batching (IntakeQueue.summary), if it wrote one."""
         text = Path(self.log.name).read_text(errors="replace")
-        return [line.split(" aftersales.intake ", 1)[1] for line in text.splitlines() if " aftersales.intake intake:" in line]
+        return ["intake: " + line.split(" intake: ", 1)[1] for line in text.splitlines()
+                if "aftersales.intake" in line and " intake: " in line]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
