@@ -82,9 +82,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                             stop=worker_stop, tz=settings.zone, read=app.state.read_sessionmaker)
             ))
 
-    async def dispose_engine(app: Litestar) -> None:
+    async def log_intake_batching(app: Litestar) -> None:
         if app.state.intake_queue.batches:  # how well group commit worked while the process ran
             logging.getLogger("aftersales.intake").info("%s", app.state.intake_queue.summary())
+
+    async def dispose_engine(app: Litestar) -> None:
         worker_stop.set()
         for task in worker_tasks:
             await task
@@ -139,7 +141,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         },
         exception_handlers={**EXCEPTION_HANDLERS, IntegrityError: integrity_error_handler},
         on_startup=[tune_gc, start_worker],
-        on_shutdown=[dispose_engine],
+        on_shutdown=[log_intake_batching, dispose_engine],
         openapi_config=OpenAPIConfig(
             title="aftersales",
             version="1",

@@ -35,9 +35,9 @@ MAX_CANDIDATES = 256
 def _next_candidates(groups: int, due: bool) -> Any:
     """The `k` most urgent unassigned tickets over `groups` (queue, status) pairs (bound as q0, s0, …):
     each pair is one range of ix_tickets_next (unassigned tickets in this very order), and only the
-    pairs' first rows are merged. One query over every pair at once sorted every unassigned ticket of the agent's queues
-    first: ~47,000 rows a request at a backlog of that size (bench F27). `due`: tickets with an SLA due
-    time (most urgent first); else those without one, by priority and age."""
+    pairs' first rows are merged. One query over every pair at once sorted every unassigned ticket of
+    the agent's queues first: ~47,000 rows a request at a backlog of that size (bench F27). `due`:
+    tickets with an SLA due time (most urgent first); else those without one, by priority and age."""
     t = Ticket.__table__
     def order(c: Any) -> tuple[Any, ...]:
         return ((c.sla_due_at.asc(),) if due else ()) + (c.priority.desc(), c.requested_at.asc(), c.id.asc())

@@ -75,9 +75,7 @@ class IntakeQueue:
         self.parallel = parallel
         self._pending: list[tuple[IntakeCall, asyncio.Future[IntakeAnswer]]] = []
         self._runners: set[asyncio.Task[None]] = set()
-        self.batches = 0  # written so far, for tests and diagnosis
-        self.largest = 0
-        self.sizes: Counter[int] = Counter()  # batch size -> batches of that size
+        self.sizes: Counter[int] = Counter()  # batch size -> batches of that size written so far
 
     async def submit(self, call: IntakeCall) -> IntakeAnswer:
         """The request's answer; raises the request's own error (a DomainError is its 4xx)."""
@@ -99,8 +97,6 @@ class IntakeQueue:
                 return
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
-            self.batches += 1
-            self.largest = max(self.largest, len(batch))
             self.sizes[len(batch)] += 1
             try:
                 results: list[object] = list(await self._answer_all([call for call, _ in batch]))
@@ -111,6 +107,14 @@ class IntakeQueue:
                 raise
             _settle(batch, results)
             last = len(batch)
+
+    @property
+    def batches(self) -> int:
+        return sum(self.sizes.values())
+
+    @property
+    def largest(self) -> int:
+        return max(self.sizes, default=0)
 
     def summary(self) -> str:
         """One line on how requests were grouped so far, e.g. for the log at shutdown."""

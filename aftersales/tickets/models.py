@@ -105,13 +105,13 @@ class Ticket(Base):
     events: Mapped[list[TimelineEvent]] = relationship(lazy="raise", order_by="TimelineEvent.id")
 
 
-
 # "Next ticket": a queue's unassigned work in the order it is handed out (due, then priority, then
 # age), so each (queue, status) range is read from its first rows, not sorted (bench F27). Partial:
 # PostgreSQL takes `assignee_id IS NULL` for a filter, not an equality, so with assignee_id among
 # the leading columns it could not read the later ones in order.
 Index("ix_tickets_next", Ticket.queue, Ticket.status, Ticket.sla_due_at, Ticket.priority.desc(), Ticket.requested_at,
       Ticket.id, sqlite_where=text(UNASSIGNED_SQL), postgresql_where=text(UNASSIGNED_SQL))
+
 
 class TicketItem(Base):
     __tablename__ = "ticket_items"
