@@ -198,6 +198,7 @@ def _time_phases(patch: Any = setattr) -> dict[str, float]:
     from litestar import Litestar
 
     from aftersales import sqlite_inline
+    from aftersales.orders.service import OrderService
     from aftersales.tickets import intake, pages
     from aftersales.tickets.repository import TicketRepository
 
@@ -231,6 +232,10 @@ def _time_phases(patch: Any = setattr) -> dict[str, float]:
     timed(intake.IntakeService, "_check", "intake: reading and checking the requests")
     timed(intake.IntakeService, "_decide_all", "intake: reading and deciding")
     timed(TicketRepository, "load_chains", "intake: the answers' chains (load_chains)")
+    # Tracking's steps (bench F23, F30).
+    timed(OrderService, "_shipments_for", "tracking: reading the batch's parcels")
+    timed(OrderService, "_insert_new_events", "tracking: inserting the new events")
+    timed(OrderService, "_move_parcels", "tracking: updating the parcels")
 
     take, release = sqlite_inline.InlineConnection.take_write_lock, sqlite_inline.InlineConnection._release
     taken: dict[int, float] = {}

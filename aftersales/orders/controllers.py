@@ -62,7 +62,8 @@ class OrderController(Controller):
 
         async def run() -> tuple[int, bytes]:
             result = await OrderService(db_session, clock).ingest_tracking(
-                data.events, limit=settings.max_tracking_batch, on_delivered=tickets.apply_carrier_delivery
+                data.events, limit=settings.max_tracking_batch, on_delivered=tickets.apply_carrier_delivery,
+                fresh_session=not db_session.in_transaction(),  # an Idempotency-Key lookup has begun one
             )
             return 200, encode(TrackingResult(**result))
 

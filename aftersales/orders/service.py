@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from aftersales.clock import Clock, ensure_utc
-from aftersales.db import dialect_insert, sqlite_datetime_text
+from aftersales.db import dialect_insert, reads_only, sqlite_datetime_text
 from aftersales.errors import FieldError, InvalidInput, NotFound
 from aftersales.orders import carriers
 from aftersales.orders.models import Customer, LiveSession, Order, OrderItem, Shipment, TrackingEvent
@@ -224,21 +226,26 @@ class OrderService:
         return rows
 
     async def ingest_tracking(
-        self, events: list[TrackingEventIn], *, limit: int, on_delivered: DeliveryHook | None = None
+        self, events: list[TrackingEventIn], *, limit: int, on_delivered: DeliveryHook | None = None,
+        fresh_session: bool = False,
     ) -> dict[str, Any]:
+        """`fresh_session`: nothing was read or written in this session yet. On SQLite the batch's
+        parcels are then read, and its events folded into them, before the write lock is taken, so
+        that a second process waits for the lock only while this batch writes (bench F30)."""
         rows = self.normalize_batch(events, limit)
         keys = {(r["carrier"], r["tracking_number"]) for r in rows}
-        shipments = await self._shipments_for(keys)
+        early = fresh_session and self.session.get_bind().dialect.name == "sqlite"
+        with reads_only() if early else nullcontext():
+            shipments = await self._shipments_for(keys)
+        if early:
+            await self.session.commit()  # the reading ends; the INSERT below takes the write lock
         for row in rows:
             shipment = shipments.get((row["carrier"], row["tracking_number"]))
             row["shipment_id"] = shipment.id if shipment else None
+        # The whole batch is folded, replays too: a parcel already reflects every stored event.
+        moves = fold_events({s.id: s for s in shipments.values()}, _by_shipment(rows))
         stored = await self._insert_new_events(rows)
-        by_shipment: dict[int, list[dict[str, Any]]] = {}
-        for row in stored:
-            if row["shipment_id"] is not None:
-                by_shipment.setdefault(row["shipment_id"], []).append(row)
-        shipments_by_id = {s.id: s for s in shipments.values()}
-        newly_delivered = await self._apply_new_events(shipments_by_id, by_shipment)
+        newly_delivered = await self._move_parcels(moves)
         moved: list[str] = []
         for shipment_id in sorted(newly_delivered):
             if on_delivered is None:
@@ -257,57 +264,33 @@ class OrderService:
             "stored": len(stored),
             "duplicates": len(rows) - len(stored),
             "unmatched": sum(1 for row in stored if row["shipment_id"] is None),
-            "shipments_updated": len(by_shipment),
+            "shipments_updated": len(_by_shipment(stored)),
             "tickets_moved": moved,
         }
 
-    async def _apply_new_events(self, shipments: dict[int, Any], new: dict[int, list[dict[str, Any]]]) -> set[int]:
-        """Fold the batch's new events into each shipment's status without re-reading its history:
-        the latest event wins (same-second scans by progress), the earliest delivery is the sign-for.
-        Returns the shipments this batch made delivered."""
-        updates: list[dict[str, Any]] = []
-        delivered_now: set[int] = set()
-        signed_orders: dict[int, datetime] = {}
-        for shipment_id, events in new.items():
-            shipment = shipments[shipment_id]
-            latest = max(events, key=_event_order)
-            values: dict[str, Any] = {}
-            current = (shipment.last_event_at, carriers.PROGRESS.get(shipment.status or "", 0), shipment.raw_status or "")
-            if shipment.last_event_at is None or _event_order(latest) > current:
-                values.update(status=latest["status"], raw_status=latest["raw_status"], status_source=latest["source"],
-                              last_event_at=latest["occurred_at"])
-            deliveries = [e["occurred_at"] for e in events if e["status"] == "delivered"]
-            if deliveries and (shipment.delivered_at is None or min(deliveries) < shipment.delivered_at):
-                values["delivered_at"] = min(deliveries)
-                if shipment.delivered_at is None:
-                    delivered_now.add(shipment_id)
-                if shipment.direction == "outbound":
-                    signed_orders[shipment.order_id] = min(deliveries)
-            if values:
-                updates.append({"id": shipment_id, **values})
-        # Lock rows in one global order (by id) so concurrent batches cannot deadlock on PostgreSQL.
-        # One executemany per set of changed columns: a cached statement, one round trip each.
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in sorted(updates, key=lambda r: r["id"]):
-            columns = tuple(sorted(k for k in row if k != "id"))
-            by_columns.setdefault(columns, []).append({"b_id": row["id"], **{f"b_{k}": row[k] for k in columns}})
-        shipments_table = Shipment.__table__
-        for columns, params in by_columns.items():
-            stmt = (update(shipments_table).where(shipments_table.c.id == bindparam("b_id"))
-                    .values({k: bindparam(f"b_{k}") for k in columns}))
-            await self.session.execute(stmt, params)
-        orders_table = Order.__table__
-        signed = [{"b_id": order_id, "b_at": at} for order_id, at in sorted(signed_orders.items())]
-        if signed:
+    async def _move_parcels(self, moves: ParcelMoves) -> set[int]:
+        """Write what fold_events found; returns the parcels this batch made delivered.
+
+        The parcels may have been read before this transaction (ingest_tracking): each UPDATE
+        applies only where the row is still behind the batch, so a parcel another batch moved on
+        meanwhile is never moved back, and whether a parcel was delivered before is asked now."""
+        delivered_now = await self._undelivered(sorted(moves.deliveries))
+        # Rows are locked in one global order (by id) so concurrent batches cannot deadlock on
+        # PostgreSQL; each statement is one cached executemany.
+        if moves.latest:
+            await self.session.execute(_MOVE_TO_LATEST, sorted(moves.latest, key=lambda r: r["b_id"]))
+        if moves.deliveries:
+            await self.session.execute(_SIGN_FOR, [{"b_id": i, "b_at": at} for i, at in sorted(moves.deliveries.items())])
+        if moves.signed_orders:
             # Sign-for of the outbound parcel starts the 7-day no-reason window.
-            await self.session.execute(
-                update(orders_table)
-                .where(orders_table.c.id == bindparam("b_id"),
-                       or_(orders_table.c.delivered_at.is_(None), orders_table.c.delivered_at > bindparam("b_at")))
-                .values(delivered_at=bindparam("b_at")),
-                signed,
-            )
+            await self.session.execute(_ORDER_SIGNED_FOR, [{"b_id": i, "b_at": at} for i, at in sorted(moves.signed_orders.items())])
         return delivered_now
+
+    async def _undelivered(self, shipment_ids: list[int]) -> set[int]:
+        if not shipment_ids:
+            return set()
+        rows = await self.session.execute(_UNDELIVERED, {"ids": shipment_ids})
+        return {row[0] for row in rows}
 
     async def _shipments_for(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         """The batch's parcels as plain rows with the columns the fold reads: loading ~500 ORM
@@ -428,12 +411,82 @@ class OrderService:
         return list((await self.session.execute(query)).scalars())
 
 
+@dataclass
+class ParcelMoves:
+    """What a batch changes on its parcels: their latest event (as _MOVE_TO_LATEST's parameters),
+    their earliest delivery, and the sign-for of outbound parcels' orders."""
+
+    latest: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: dict[int, datetime] = field(default_factory=dict)
+    signed_orders: dict[int, datetime] = field(default_factory=dict)
+
+
+def fold_events(shipments: dict[int, Any], events_by_shipment: dict[int, list[dict[str, Any]]]) -> ParcelMoves:
+    """Fold a batch's events into each parcel's status without re-reading its history: the latest
+    event wins (same-second scans by progress), the earliest delivery is the sign-for."""
+    moves = ParcelMoves()
+    for shipment_id, events in events_by_shipment.items():
+        shipment = shipments[shipment_id]
+        latest = max(events, key=_event_order)
+        current = (shipment.last_event_at, carriers.PROGRESS.get(shipment.status or "", 0), shipment.raw_status or "")
+        if shipment.last_event_at is None or _event_order(latest) > current:
+            moves.latest.append({"b_id": shipment_id, "b_status": latest["status"], "b_raw_status": latest["raw_status"],
+                                 "b_source": latest["source"], "b_at": latest["occurred_at"],
+                                 "b_progress": carriers.PROGRESS.get(latest["status"], 0)})
+        delivered = [e["occurred_at"] for e in events if e["status"] == "delivered"]
+        if delivered and (shipment.delivered_at is None or min(delivered) < shipment.delivered_at):
+            moves.deliveries[shipment_id] = min(delivered)
+            if shipment.direction == "outbound":
+                signed = moves.signed_orders.get(shipment.order_id)
+                moves.signed_orders[shipment.order_id] = min(delivered) if signed is None else min(signed, min(delivered))
+    return moves
+
+
+def _by_shipment(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["shipment_id"] is not None:
+            grouped.setdefault(row["shipment_id"], []).append(row)
+    return grouped
+
+
 _S = Shipment.__table__
 _SHIPMENTS_BY_KEY = select(
     _S.c.id, _S.c.carrier, _S.c.tracking_number, _S.c.direction, _S.c.order_id, _S.c.status, _S.c.raw_status,
     _S.c.last_event_at, _S.c.delivered_at,
 ).where(_S.c.carrier.in_(bindparam("carriers", expanding=True)), _S.c.tracking_number.in_(bindparam("numbers", expanding=True)))
 
+
+# The batch's latest event becomes the parcel's status only where it is later than the row's own:
+# later in time, or at the same second further along (then by raw status), as _event_order.
+_progress = case(carriers.PROGRESS, value=_S.c.status, else_=0)
+_at = bindparam("b_at", type_=_S.c.last_event_at.type)
+_MOVE_TO_LATEST = (
+    update(_S)
+    .where(_S.c.id == bindparam("b_id"), or_(
+        _S.c.last_event_at.is_(None),
+        _S.c.last_event_at < _at,
+        and_(_S.c.last_event_at == _at, or_(
+            _progress < bindparam("b_progress"),
+            and_(_progress == bindparam("b_progress"), func.coalesce(_S.c.raw_status, "") < bindparam("b_raw_status")),
+        )),
+    ))
+    .values(status=bindparam("b_status"), raw_status=bindparam("b_raw_status"), status_source=bindparam("b_source"),
+            last_event_at=_at)
+)
+# The earliest delivery is the sign-for.
+_SIGN_FOR = (
+    update(_S)
+    .where(_S.c.id == bindparam("b_id"), or_(_S.c.delivered_at.is_(None), _S.c.delivered_at > bindparam("b_at", type_=_S.c.delivered_at.type)))
+    .values(delivered_at=bindparam("b_at"))
+)
+_O = Order.__table__
+_ORDER_SIGNED_FOR = (
+    update(_O)
+    .where(_O.c.id == bindparam("b_id"), or_(_O.c.delivered_at.is_(None), _O.c.delivered_at > bindparam("b_at", type_=_O.c.delivered_at.type)))
+    .values(delivered_at=bindparam("b_at"))
+)
+_UNDELIVERED = select(_S.c.id).where(_S.c.id.in_(bindparam("ids", expanding=True)), _S.c.delivered_at.is_(None))
 
 _SQLITE_MAX_EVENT_ID = "SELECT coalesce(max(id), 0) FROM tracking_events"
 _SQLITE_INSERT_EVENTS = (

@@ -13,7 +13,7 @@ from aftersales.auth.principal import Principal
 from aftersales.errors import InvalidInput
 from aftersales.models import Order, Shipment, Ticket, TimelineEvent, TrackingEvent
 from aftersales.orders.schemas import OrderIn, ShipmentIn, TrackingEventIn
-from aftersales.orders.service import OrderService
+from aftersales.orders.service import OrderService, fold_events
 from aftersales.tickets.schemas import ActionIn, TicketIn
 from aftersales.tickets.service import TicketService
 from tests.conftest import START
@@ -328,3 +328,44 @@ async def test_same_timestamp_scans_give_same_status_in_any_arrival_order(sessio
     sa, sb = await fresh_shipment(session, a.id), await fresh_shipment(session, b.id)
     assert sa.delivered_at == sb.delivered_at == same
     assert sa.status == sb.status == "delivered"
+
+
+async def test_a_batch_folding_parcels_read_before_another_batch_never_moves_them_back(session, clock):
+    """On SQLite a batch reads its parcels before it takes the write lock (bench F30): another
+    batch may move them on meanwhile. Its UPDATEs compare with the rows as they are then, and
+    a delivery someone else recorded first is not this batch's to report."""
+    order = await make_order(session, clock)
+    s = await register(session, clock, "STALE")
+    await session.commit()
+    await ingest(session, clock, journey("STALE")[:2])
+    service = OrderService(session, clock)
+    stale = await service._shipments_for({("SF", "STALE")})  # as this batch read it: in transit, not delivered
+    await session.commit()
+    signed = T0 + timedelta(hours=34)
+    await ingest(session, clock, [k100_event("STALE", 3, signed)])  # another batch: delivered
+    # This batch: an out-for-delivery scan before the sign-for, and a second delivery scan after it.
+    late = [{**row, "shipment_id": s.id} for row in service.normalize_batch(events([
+        k100_event("STALE", 5, T0 + timedelta(hours=30)), k100_event("STALE", 3, signed + timedelta(hours=1))]), LIMIT)]
+    newly_delivered = await service._move_parcels(fold_events({s.id: stale[("SF", "STALE")]}, {s.id: late}))
+    await session.commit()
+    shipment = await fresh_shipment(session, s.id)
+    assert newly_delivered == set()  # the other batch delivered it
+    assert (shipment.status, shipment.raw_status) == ("delivered", "3")
+    assert shipment.last_event_at == signed + timedelta(hours=1)  # later than what was there: moved on
+    assert shipment.delivered_at == signed  # the earliest sign-for stays
+    assert (await session.get(Order, order.id, populate_existing=True)).delivered_at == signed
+
+
+async def test_a_stale_read_never_rolls_a_parcel_back_to_an_older_scan(session, clock):
+    await make_order(session, clock)
+    s = await register(session, clock, "STALE2")
+    await session.commit()
+    service = OrderService(session, clock)
+    stale = await service._shipments_for({("SF", "STALE2")})  # no scan yet
+    await session.commit()
+    await ingest(session, clock, [k100_event("STALE2", 5, T0 + timedelta(hours=30))])
+    older = [{**row, "shipment_id": s.id} for row in service.normalize_batch(events([k100_event("STALE2", 0, T0 + timedelta(hours=10))]), LIMIT)]
+    await service._move_parcels(fold_events({s.id: stale[("SF", "STALE2")]}, {s.id: older}))
+    await session.commit()
+    shipment = await fresh_shipment(session, s.id)
+    assert (shipment.status, shipment.raw_status, shipment.last_event_at) == ("out_for_delivery", "5", T0 + timedelta(hours=30))
