@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
@@ -278,7 +279,8 @@ class OrderService:
         # Rows are locked in one global order (by id) so concurrent batches cannot deadlock on
         # PostgreSQL; each statement is one cached executemany.
         if moves.latest:
-            await self.session.execute(_MOVE_TO_LATEST, sorted(moves.latest, key=lambda r: r["b_id"]))
+            statement = _move_to_latest(self.session.get_bind().dialect.name)
+            await self.session.execute(statement, sorted(moves.latest, key=lambda r: r["b_id"]))
         if moves.deliveries:
             await self.session.execute(_SIGN_FOR, [{"b_id": i, "b_at": at} for i, at in sorted(moves.deliveries.items())])
         if moves.signed_orders:
@@ -413,7 +415,7 @@ class OrderService:
 
 @dataclass
 class ParcelMoves:
-    """What a batch changes on its parcels: their latest event (as _MOVE_TO_LATEST's parameters),
+    """What a batch changes on its parcels: their latest event (as _move_to_latest's parameters),
     their earliest delivery, and the sign-for of outbound parcels' orders."""
 
     latest: list[dict[str, Any]] = field(default_factory=list)
@@ -457,23 +459,32 @@ _SHIPMENTS_BY_KEY = select(
 ).where(_S.c.carrier.in_(bindparam("carriers", expanding=True)), _S.c.tracking_number.in_(bindparam("numbers", expanding=True)))
 
 
-# The batch's latest event becomes the parcel's status only where it is later than the row's own:
-# later in time, or at the same second further along (then by raw status), as _event_order.
-_progress = case(carriers.PROGRESS, value=_S.c.status, else_=0)
-_at = bindparam("b_at", type_=_S.c.last_event_at.type)
-_MOVE_TO_LATEST = (
-    update(_S)
-    .where(_S.c.id == bindparam("b_id"), or_(
-        _S.c.last_event_at.is_(None),
-        _S.c.last_event_at < _at,
-        and_(_S.c.last_event_at == _at, or_(
-            _progress < bindparam("b_progress"),
-            and_(_progress == bindparam("b_progress"), func.coalesce(_S.c.raw_status, "") < bindparam("b_raw_status")),
-        )),
-    ))
-    .values(status=bindparam("b_status"), raw_status=bindparam("b_raw_status"), status_source=bindparam("b_source"),
-            last_event_at=_at)
-)
+@functools.cache
+def _move_to_latest(dialect: str) -> Any:
+    """The batch's latest event becomes the parcel's status only where it is later than the row's
+    own: later in time, or at the same second further along, then by raw status (_event_order).
+    Raw statuses compare by code point, as in Python: on PostgreSQL under "C", whatever the
+    database's collation (en_US would put "delivered" before "InTransit")."""
+    progress = case(carriers.PROGRESS, value=_S.c.status, else_=0)
+    at = bindparam("b_at", type_=_S.c.last_event_at.type)
+    raw = func.coalesce(_S.c.raw_status, "")
+    if dialect == "postgresql":
+        raw = raw.collate("C")
+    return (
+        update(_S)
+        .where(_S.c.id == bindparam("b_id"), or_(
+            _S.c.last_event_at.is_(None),
+            _S.c.last_event_at < at,
+            and_(_S.c.last_event_at == at, or_(
+                progress < bindparam("b_progress"),
+                and_(progress == bindparam("b_progress"), raw < bindparam("b_raw_status")),
+            )),
+        ))
+        .values(status=bindparam("b_status"), raw_status=bindparam("b_raw_status"), status_source=bindparam("b_source"),
+                last_event_at=at)
+    )
+
+
 # The earliest delivery is the sign-for.
 _SIGN_FOR = (
     update(_S)
