@@ -7,7 +7,7 @@ from datetime import timedelta, timezone, datetime
 
 import msgspec
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from aftersales.auth.principal import Principal
 from aftersales.errors import InvalidInput
@@ -369,3 +369,35 @@ async def test_a_stale_read_never_rolls_a_parcel_back_to_an_older_scan(session, 
     await session.commit()
     shipment = await fresh_shipment(session, s.id)
     assert (shipment.status, shipment.raw_status, shipment.last_event_at) == ("out_for_delivery", "5", T0 + timedelta(hours=30))
+
+
+def aftership_event(tracking: str, tag: str, at: datetime) -> dict:
+    return {"carrier": "SF", "tracking_number": tracking, "source": "aftership", "status": tag,
+            "occurred_at": at.isoformat(), "location": "杭州", "description": tag}
+
+
+async def test_same_second_raw_statuses_compare_by_code_point_whatever_the_collation(session, clock):
+    """AfterShip's "InTransit" and "exception" are both progress 1; at the same second the fold
+    keeps the greater raw status by code point ("exception"). The conditional UPDATE must agree
+    even where the column sorts by a language's rules, which put "exception" first."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("SQLite compares text by code point (BINARY) unless told otherwise")
+    await session.execute(text('ALTER TABLE shipments ALTER COLUMN raw_status TYPE VARCHAR(64) COLLATE "en-x-icu"'))
+    await session.commit()
+    try:
+        await make_order(session, clock)
+        a = await register(session, clock, "COLL-A")
+        b = await register(session, clock, "COLL-B")
+        await session.commit()
+        same = T0 + timedelta(hours=12)
+        await ingest(session, clock, [aftership_event("COLL-A", "InTransit", same)])
+        await ingest(session, clock, [aftership_event("COLL-A", "exception", same)])
+        await ingest(session, clock, [aftership_event("COLL-B", "exception", same)])
+        await ingest(session, clock, [aftership_event("COLL-B", "InTransit", same)])
+        sa, sb = await fresh_shipment(session, a.id), await fresh_shipment(session, b.id)
+        assert sa.raw_status == sb.raw_status == "exception"
+        assert sa.status == sb.status == "exception"
+    finally:
+        await session.rollback()
+        await session.execute(text('ALTER TABLE shipments ALTER COLUMN raw_status TYPE VARCHAR(64) COLLATE "default"'))
+        await session.commit()
