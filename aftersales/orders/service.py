@@ -365,7 +365,7 @@ class OrderService:
                 .where(TrackingEvent.shipment_id == shipment_id)
                 # Same-second scans are ordered by progress, not by arrival, so replays in any order agree.
                 .order_by(TrackingEvent.occurred_at.desc(), case(carriers.PROGRESS, value=TrackingEvent.status, else_=0).desc(),
-                          TrackingEvent.raw_status.desc())
+                          _by_code_point(TrackingEvent.raw_status, self.session.get_bind().dialect.name).desc())
                 .limit(1)
             )
         ).scalar_one_or_none()
@@ -459,17 +459,20 @@ _SHIPMENTS_BY_KEY = select(
 ).where(_S.c.carrier.in_(bindparam("carriers", expanding=True)), _S.c.tracking_number.in_(bindparam("numbers", expanding=True)))
 
 
+def _by_code_point(text_value: Any, dialect: str) -> Any:
+    """Text compared by code point, as Python compares it: SQLite's BINARY does, PostgreSQL follows the
+    column's collation unless told (en_US puts "exception" before "InTransit")."""
+    return text_value.collate("C") if dialect == "postgresql" else text_value
+
+
 @functools.cache
 def _move_to_latest(dialect: str) -> Any:
     """The batch's latest event becomes the parcel's status only where it is later than the row's
     own: later in time, or at the same second further along, then by raw status (_event_order).
-    Raw statuses compare by code point, as in Python: on PostgreSQL under "C", whatever the
-    database's collation (en_US would put "delivered" before "InTransit")."""
+    Raw statuses compare by code point, as in Python (_by_code_point)."""
     progress = case(carriers.PROGRESS, value=_S.c.status, else_=0)
     at = bindparam("b_at", type_=_S.c.last_event_at.type)
-    raw = func.coalesce(_S.c.raw_status, "")
-    if dialect == "postgresql":
-        raw = raw.collate("C")
+    raw = _by_code_point(func.coalesce(_S.c.raw_status, ""), dialect)
     return (
         update(_S)
         .where(_S.c.id == bindparam("b_id"), or_(
