@@ -143,6 +143,13 @@ def _json_text(value: Any) -> str:
 JSON_CODECS: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": msgspec.json.decode}
 
 
+# Connections a SQLite engine keeps open. SQLAlchemy's default (5) closed every connection beyond it
+# when its request ended, so with 16 requests at once most of them opened the file afresh: the
+# schema parsed again and an empty page cache for the ticket chain (bench F31). An idle connection
+# is a file handle; a used one keeps up to 2 MB of pages.
+SQLITE_POOL_SIZE = 32
+
+
 def create_engine(
     url: str, *, echo: bool = False, pool_size: int = 10, foreign_keys: bool = True, for_writes: bool = True
 ) -> AsyncEngine:
@@ -151,8 +158,10 @@ def create_engine(
     if url.startswith("sqlite"):
         # Statements run on the event loop itself, not on aiosqlite's thread (see aftersales.sqlite_inline);
         # a writer waiting for the write lock waits asynchronously at BEGIN IMMEDIATE.
+        database = make_url(url).database
+        pool = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_SIZE} if database and database != ":memory:" else {}
         engine = create_async_engine(url, echo=echo, async_creator=inline_creator(url, timeout=0 if for_writes else 30.0),
-                                     **JSON_CODECS)
+                                     **pool, **JSON_CODECS)
         _configure_sqlite(engine, foreign_keys=foreign_keys, immediate=for_writes)
         if for_writes:
             _checkpoint_in_background(engine, url)

@@ -309,3 +309,30 @@ def test_the_log_starts_afresh_although_some_reader_is_always_reading_it(tmp_pat
     else:
         assert checkpointer.restarts > 0
         assert pages_in_log < 2 * restart_after  # started afresh: only the last few commits' pages
+
+
+async def test_sixteen_readers_at_once_reuse_their_connections_afterwards(reader: Any) -> None:
+    """Each request at once holds a connection; SQLAlchemy's default pool kept 5 and closed the rest
+    when their requests ended, so the next wave opened the file again: its schema parsed anew and
+    its page cache empty (bench F31)."""
+    engine, _ = reader
+    opened = 0
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _count(_dbapi_connection: Any, _record: Any) -> None:
+        nonlocal opened
+        opened += 1
+
+    async def read(release: asyncio.Event) -> None:
+        async with engine.connect() as conn:
+            await conn.execute(select(literal(1)))
+            await release.wait()
+
+    for _ in range(3):  # three waves of 16 requests at once
+        release = asyncio.Event()
+        tasks = [asyncio.create_task(read(release)) for _ in range(16)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(*tasks)
+    assert opened == 16  # the first wave opened them; the next two found them in the pool
+    assert engine.sync_engine.pool.checkedin() == 16
