@@ -435,12 +435,11 @@ def fold_events(shipments: dict[int, Any], events_by_shipment: dict[int, list[di
             moves.latest.append({"b_id": shipment_id, "b_status": latest["status"], "b_raw_status": latest["raw_status"],
                                  "b_source": latest["source"], "b_at": latest["occurred_at"],
                                  "b_progress": carriers.PROGRESS.get(latest["status"], 0)})
-        delivered = [e["occurred_at"] for e in events if e["status"] == "delivered"]
-        if delivered and (shipment.delivered_at is None or min(delivered) < shipment.delivered_at):
-            moves.deliveries[shipment_id] = min(delivered)
+        first = min((e["occurred_at"] for e in events if e["status"] == "delivered"), default=None)
+        if first is not None and (shipment.delivered_at is None or first < shipment.delivered_at):
+            moves.deliveries[shipment_id] = first
             if shipment.direction == "outbound":
-                signed = moves.signed_orders.get(shipment.order_id)
-                moves.signed_orders[shipment.order_id] = min(delivered) if signed is None else min(signed, min(delivered))
+                moves.signed_orders[shipment.order_id] = min(first, moves.signed_orders.get(shipment.order_id, first))
     return moves
 
 
@@ -488,18 +487,15 @@ def _move_to_latest(dialect: str) -> Any:
     )
 
 
-# The earliest delivery is the sign-for.
-_SIGN_FOR = (
-    update(_S)
-    .where(_S.c.id == bindparam("b_id"), or_(_S.c.delivered_at.is_(None), _S.c.delivered_at > bindparam("b_at", type_=_S.c.delivered_at.type)))
-    .values(delivered_at=bindparam("b_at"))
-)
-_O = Order.__table__
-_ORDER_SIGNED_FOR = (
-    update(_O)
-    .where(_O.c.id == bindparam("b_id"), or_(_O.c.delivered_at.is_(None), _O.c.delivered_at > bindparam("b_at", type_=_O.c.delivered_at.type)))
-    .values(delivered_at=bindparam("b_at"))
-)
+def _earliest_delivery(table: Any) -> Any:
+    """delivered_at := b_at where none or a later one is recorded: the earliest delivery is the sign-for."""
+    at = bindparam("b_at", type_=table.c.delivered_at.type)
+    return (update(table).where(table.c.id == bindparam("b_id"), or_(table.c.delivered_at.is_(None), table.c.delivered_at > at))
+            .values(delivered_at=at))
+
+
+_SIGN_FOR = _earliest_delivery(_S)
+_ORDER_SIGNED_FOR = _earliest_delivery(Order.__table__)
 _UNDELIVERED = select(_S.c.id).where(_S.c.id.in_(bindparam("ids", expanding=True)), _S.c.delivered_at.is_(None))
 
 _SQLITE_MAX_EVENT_ID = "SELECT coalesce(max(id), 0) FROM tracking_events"
